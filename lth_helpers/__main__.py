@@ -1,0 +1,7 @@
+"""`python -m lth_helpers`: see cli.py."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

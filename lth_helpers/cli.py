@@ -1,0 +1,105 @@
+"""Command line: run (or resume) a lottery-ticket experiment and write its tables and figures.
+
+    python -m lth_helpers --preset seed --out runs/seed
+    python -m lth_helpers --preset paper --trials 2 --controls reinit,random_prune
+    python -m lth_helpers --help          # every config field, with each preset's value
+
+Exit status 2 for bad input (nothing is written), 1 when the data is missing or training diverges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import DEVICES, PRESETS, Config, ConfigError, make_config, resolve_device
+from .data import DataError, data_dir, load_mnist
+from .experiment import ExperimentError, RunFolder, RunFolderError, run_experiment
+from .plotting import save_figures
+from .report import conclusions, summary_table
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parse_names(text: str) -> tuple[str, ...]:
+    return tuple(name for name in text.replace(" ", "").split(",") if name and name != "none")
+
+
+def _parser_for(field: dataclasses.Field) -> Any:
+    kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}.get(str(field.type))
+    return kind or _parse_names  # tuple[str, ...]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m lth_helpers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="seed", help=f"starting point: {', '.join(PRESETS)} (default: seed)")
+    parser.add_argument("--out", help="run folder (default: runs/PRESET-HASH, a hash of the config)")
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")
+    parser.add_argument(
+        "--device", default="auto", help=f"one of: {', '.join(DEVICES)} (default: auto, CUDA when present)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another config")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    fields = parser.add_argument_group("config fields (each preset's value in brackets)")
+    for field in dataclasses.fields(Config):
+        if field.name == "preset":
+            continue
+        values = "; ".join(f"{name}: {_show(getattr(make_config(name), field.name))}" for name in PRESETS)
+        fields.add_argument(
+            f"--{field.name}",
+            type=_parser_for(field),
+            default=None,
+            metavar="VALUE",
+            help=f"{field.metadata['help']} [{values}]",
+        )
+    return parser
+
+
+def _show(value: Any) -> str:
+    return ",".join(value) or "none" if isinstance(value, tuple) else str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Config)
+        if f.name != "preset" and getattr(args, f.name) is not None
+    }
+    try:
+        cfg = make_config(args.preset, **overrides)
+        device = resolve_device(args.device)
+        out = Path(args.out or Path("runs") / cfg.run_name())
+        RunFolder.check(out, cfg, args.overwrite)
+    except (ConfigError, RunFolderError) as error:
+        parser.error(str(error))
+    try:
+        data = load_mnist(data_dir(args.data_dir), cfg.val_size, device)
+        print(
+            f"{cfg.run_name()}: {cfg.rounds + 1} levels x {cfg.trials} trial(s), ticket + "
+            f"{', '.join(cfg.controls) or 'no controls'}, on {device}; run folder {out}"
+        )
+        results = run_experiment(cfg, out, data, overwrite=args.overwrite, progress=not args.no_progress)
+    except (DataError, ExperimentError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    save_figures(results, RunFolder(out).curves(), out)
+    print(summary_table(results).to_string())
+    print("\n".join(conclusions(results)))
+    print(f"results.csv, curves.csv, figures and masks are in {out}")
+    return 0

@@ -1,0 +1,150 @@
+"""Every hyperparameter of a lottery-ticket run, in one dataclass, plus the presets.
+
+    from lth_helpers.config import make_config
+    cfg = make_config("seed", trials=3)     # a preset with overrides; raises ConfigError when invalid
+
+The dataclass defaults are the paper's LeNet-300-100 setting (Frankle & Carbin 2019, Figure 3 and
+Appendix G); a preset is a named set of overrides on top of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+CONTROLS = ("reinit", "random_prune")  # the baselines that can be trained beside the ticket
+INITS = ("glorot_normal", "kaiming_uniform")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A hyperparameter, preset or device that cannot be used; the message is one line."""
+
+
+def _f(default: Any, help: str) -> Any:
+    """A dataclass field whose help text is shown by `--help` and in the notebook."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = _f("paper", "name of the preset this config started from (names run folders)")
+    fc1_width: int = _f(300, "units in the first hidden layer")
+    fc2_width: int = _f(100, "units in the second hidden layer")
+    init: str = _f("glorot_normal", "weight init: glorot_normal (paper) or kaiming_uniform (PyTorch's nn.Linear)")
+    learning_rate: float = _f(1.2e-3, "Adam learning rate")
+    batch_size: int = _f(60, "examples per training iteration")
+    iterations: int = _f(50_000, "training iterations (Adam steps) at every pruning level")
+    eval_every: int = _f(100, "iterations between evaluations on validation and test sets")
+    val_size: int = _f(5_000, "training images held out for validation (early stopping)")
+    rounds: int = _f(20, "pruning rounds; the run trains rounds + 1 levels")
+    prune_rate: float = _f(
+        0.2, "fraction of surviving weights pruned per round (fc1 and fc2, or all weights if global)"
+    )
+    prune_rate_output: float = _f(0.1, "fraction of surviving fc3 weights pruned per round (layer-wise pruning only)")
+    global_pruning: bool = _f(False, "rank all weights of a network together instead of layer by layer")
+    rewind_iteration: int = _f(0, "rewind survivors to their weights after this many iterations (0 = initialization)")
+    controls: tuple[str, ...] = _f(("reinit",), "baselines trained beside the ticket: reinit, random_prune")
+    trials: int = _f(5, "independent repetitions with different seeds")
+    seed: int = _f(0, "base random seed (initialization, batch order, controls)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        return replace(cls(), **values)
+
+    def short_hash(self) -> str:
+        """Eight hex digits that change whenever a hyperparameter changes (the preset name excluded)."""
+        values = {k: v for k, v in self.to_dict().items() if k != "preset"}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
+
+    def run_name(self) -> str:
+        return f"{self.preset}-{self.short_hash()}"
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's LeNet-300-100 experiment: the dataclass defaults.
+    "paper": {},
+    # The old notebook's protocol done right: 5 epochs of 55,000 images per round, global 20% pruning.
+    "seed": dict(
+        init="kaiming_uniform",
+        learning_rate=1e-3,
+        batch_size=64,
+        iterations=5 * (55_000 // 64),
+        eval_every=215,
+        rounds=5,
+        prune_rate=0.2,
+        global_pruning=True,
+        trials=1,
+    ),
+    # Seconds on a CPU: for tests and for trying the pipeline end to end.
+    "smoke": dict(iterations=400, eval_every=100, rounds=1, trials=1, controls=("reinit", "random_prune")),
+}
+
+
+def replace(cfg: Config, **overrides: Any) -> Config:
+    """`dataclasses.replace` that names an unknown field in a one-line ConfigError."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(f"unknown config field {unknown[0]!r}; known fields: {', '.join(sorted(names))}")
+    if "controls" in overrides:
+        overrides["controls"] = tuple(overrides["controls"])
+    return dataclasses.replace(cfg, **overrides)
+
+
+def make_config(preset: str = "paper", **overrides: Any) -> Config:
+    """The named preset with `overrides` applied on top."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    return replace(Config(), preset=preset, **{**PRESETS[preset], **overrides})
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError naming the first unusable value."""
+    for name in ("fc1_width", "fc2_width", "batch_size", "iterations", "eval_every", "val_size", "trials"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    for name in ("rounds", "rewind_iteration", "seed"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+    for name in ("prune_rate", "prune_rate_output"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise ConfigError(f"{name} must lie strictly between 0 and 1, got {value!r}")
+    if not isinstance(cfg.learning_rate, (int, float)) or not cfg.learning_rate > 0:
+        raise ConfigError(f"learning_rate must be positive, got {cfg.learning_rate!r}")
+    if cfg.init not in INITS:
+        raise ConfigError(f"unknown init {cfg.init!r}; choose one of: {', '.join(INITS)}")
+    for control in cfg.controls:
+        if control not in CONTROLS:
+            raise ConfigError(f"unknown control {control!r}; choose from: {', '.join(CONTROLS)}")
+    if len(set(cfg.controls)) != len(cfg.controls):
+        raise ConfigError(f"controls lists a condition twice: {','.join(cfg.controls)}")
+    if cfg.rewind_iteration >= cfg.iterations:
+        raise ConfigError(f"rewind_iteration ({cfg.rewind_iteration}) must be below iterations ({cfg.iterations})")
+    if cfg.val_size >= 60_000 - cfg.batch_size:
+        raise ConfigError(f"val_size ({cfg.val_size}) leaves too few of MNIST's 60,000 training images")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without one is a ConfigError."""
+    if name not in DEVICES:
+        raise ConfigError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available (use --device cpu)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)

@@ -1,0 +1,94 @@
+"""MNIST as six tensors on the training device, and batches sliced from seeded permutations.
+
+    data = load_mnist(data_dir(None), val_size=5000, device=torch.device("cpu"))
+    sampler = BatchSampler(seeds=[1, 2], n_examples=len(data.train_y), batch_size=60)
+    x, y = get_batch(data.train_x, data.train_y, sampler.indices(iteration=0))   # x: (2, 60, 784)
+
+No DataLoader: the whole dataset is one tensor (about 200 MB as float32), and each network's
+batches are consecutive slices of its own permutation of the training set, redrawn every epoch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.datasets import MNIST
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the standard statistics of MNIST's training images
+SPLIT_SEED = 20190306  # fixes which training images form the validation set, in every run
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+class DataError(RuntimeError):
+    """MNIST could not be found or downloaded."""
+
+
+@dataclass
+class MNISTSplits:
+    train_x: torch.Tensor  # (n_train, 784) float32, normalized
+    train_y: torch.Tensor  # (n_train,) int64
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """The data folder: the argument, else $LTH_DATA_DIR, else ./data."""
+    return Path(explicit or os.environ.get("LTH_DATA_DIR") or "data")
+
+
+def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        dataset = MNIST(root=str(root), train=train, download=True)
+    except Exception as error:  # no network, a proxy, a read-only folder: all end the same way
+        raw = root / "MNIST" / "raw"
+        raise DataError(
+            f"MNIST is not in {raw} and could not be downloaded ({type(error).__name__}: {error}). "
+            f"Put the four official files {', '.join(MNIST_FILES)} (uncompressed IDX, as from "
+            f"yann.lecun.com) in {raw}, or point --data-dir / $LTH_DATA_DIR at the folder that holds MNIST/raw."
+        ) from None
+    images = (dataset.data.reshape(len(dataset.data), -1).float() / 255 - MNIST_MEAN) / MNIST_STD
+    return images, dataset.targets.long()
+
+
+def load_mnist(root: Path, val_size: int, device: torch.device) -> MNISTSplits:
+    """Read MNIST once, normalize it, hold out `val_size` training images, move everything to `device`."""
+    train_x, train_y = _read_split(root, train=True)
+    test_x, test_y = _read_split(root, train=False)
+    order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    val, train = order[:val_size], order[val_size:]
+    tensors = (train_x[train], train_y[train], train_x[val], train_y[val], test_x, test_y)
+    return MNISTSplits(*(t.to(device) for t in tensors))
+
+
+class BatchSampler:
+    """Per-network batch indices: network i walks through its own seeded permutation, epoch after epoch.
+
+    The last incomplete batch of an epoch is dropped, so every batch has `batch_size` examples.
+    Networks given the same seed see the same batches, in the same order.
+    """
+
+    def __init__(self, seeds: list[int], n_examples: int, batch_size: int, device: torch.device | str = "cpu"):
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.n_examples, self.batch_size, self.device = n_examples, batch_size, torch.device(device)
+        self.steps_per_epoch = n_examples // batch_size
+        self._epoch, self._permutations = -1, torch.empty(0)
+
+    def indices(self, iteration: int) -> torch.Tensor:
+        """(n_networks, batch_size) example indices for `iteration`; iterations must be asked for in order."""
+        epoch, step = divmod(iteration, self.steps_per_epoch)
+        if epoch != self._epoch:
+            if epoch != self._epoch + 1:
+                raise ValueError(f"BatchSampler walks forward one epoch at a time (asked for epoch {epoch})")
+            perms = [torch.randperm(self.n_examples, generator=g) for g in self.generators]
+            self._epoch, self._permutations = epoch, torch.stack(perms).to(self.device)
+        return self._permutations[:, step * self.batch_size : (step + 1) * self.batch_size]
+
+
+def get_batch(x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather a batch for every network: indices (n, b) -> inputs (n, b, features), labels (n, b)."""
+    return x[indices], y[indices]

@@ -1,0 +1,314 @@
+"""The iterative magnitude pruning experiment (Frankle & Carbin 2019, Algorithm in Section 1), resumable.
+
+    results = run_experiment(make_config("seed"), Path("runs/seed"), data)
+
+For each trial: initialize theta_0 (1). At every level: train the ticket m * theta_0 (2), prune the
+smallest surviving weights to get the next mask m (3), and rewind the survivors to theta_0 (4) for
+the next level. The controls of each level start from the same masks (`reinit`: a fresh
+initialization) or the same sparsity (`random_prune`: random masks, theta_0). All networks of a level
+(trials x conditions) train together as one stacked model.
+
+The run folder holds config.json, init.pt (theta_0 of every trial), rewind.pt (late rewinding only),
+masks/level_NN.pt, results.csv, curves.csv and progress.json; a level counts as finished once
+progress.json says so, and a rerun continues after the last finished level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .config import Config
+from .data import MNISTSplits
+from .model import LAYERS, Params, concat, init_params, layer_shapes, select
+from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_magnitude, random_masks_like
+from .training import DivergenceError, TrainResult, train_networks
+
+CONDITIONS = ("ticket", "reinit", "random_prune")
+RUN_FILES = ("config.json", "init.pt", "rewind.pt", "masks", "results.csv", "curves.csv", "progress.json")
+
+
+class RunFolderError(RuntimeError):
+    """The run folder belongs to another config, or is unreadable."""
+
+
+class ExperimentError(RuntimeError):
+    """Training diverged; the levels finished before are kept."""
+
+
+@dataclass
+class Network:
+    condition: str  # "ticket" or a control
+    trial: int
+    params: Params  # a stack of one: where training starts
+    masks: Masks  # a stack of one
+    batch_seed: int  # order of the training examples; shared by the conditions of a trial and level
+
+
+def derive_seed(base: int, *parts: object) -> int:
+    """A 63-bit seed for one purpose (init, batches, reinit, ...), independent of every other."""
+    digest = hashlib.sha256(repr((base, *parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The algorithm
+
+
+def run_experiment(
+    cfg: Config, out_dir: Path, data: MNISTSplits, *, overwrite: bool = False, progress: bool = True
+) -> pd.DataFrame:
+    """Run (or resume) every level of `cfg` in `out_dir`; returns results.csv as a DataFrame."""
+    run = RunFolder.open(Path(out_dir), cfg, overwrite)
+    device = data.train_x.device
+    theta_0 = run.cached(
+        "init.pt",
+        lambda: init_params(
+            [derive_seed(cfg.seed, "init", t) for t in range(cfg.trials)], cfg.fc1_width, cfg.fc2_width, cfg.init
+        ),
+    )
+    if not (run.path / "masks" / "level_00.pt").exists():
+        dense = full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width))
+        run.save_masks(0, {"ticket": dense, "random_prune": dense})
+    levels = tqdm(range(cfg.rounds + 1), desc="levels", initial=run.levels_done, disable=not progress)
+    for level in levels:
+        if level < run.levels_done:
+            continue
+        masks = run.load_masks(level)
+        rewind_point = run.load("rewind.pt") if level and cfg.rewind_iteration else theta_0
+        networks = level_networks(cfg, level, rewind_point, masks)
+        result = _train_level(cfg, level, networks, data, progress)
+        ticket = [i for i, net in enumerate(networks) if net.condition == "ticket"]
+        if level == 0 and cfg.rewind_iteration:
+            run.save("rewind.pt", select(result.snapshot, ticket))
+        if level < cfg.rounds:
+            next_ticket = prune_ticket(cfg, select(result.params, ticket), masks["ticket"], device)
+            generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "random_prune", level + 1))
+            next_random = random_masks_like(next_ticket, masks["random_prune"], generator)
+            run.save_masks(level + 1, {"ticket": next_ticket, "random_prune": next_random})
+        run.finish_level(level, level_rows(level, networks, result), curve_rows(level, networks, result))
+    return run.results()
+
+
+def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[str, Masks]) -> list[Network]:
+    """The ticket of every trial, then (after level 0) each control of every trial."""
+    conditions = ("ticket", *cfg.controls) if level > 0 else ("ticket",)
+    networks = []
+    for condition in conditions:
+        for trial in range(cfg.trials):
+            start = select(rewind_point, [trial])
+            if condition == "reinit":
+                seed = derive_seed(cfg.seed, "reinit", trial, level)
+                start = init_params([seed], cfg.fc1_width, cfg.fc2_width, cfg.init)
+            mask = select(masks["random_prune" if condition == "random_prune" else "ticket"], [trial])
+            networks.append(Network(condition, trial, start, mask, derive_seed(cfg.seed, "batches", trial, level)))
+    return networks
+
+
+def prune_ticket(cfg: Config, trained: Params, masks: Masks, device: torch.device) -> Masks:
+    """One round of magnitude pruning of the trained tickets: the masks of the next level."""
+    model = build_model(_to(trained, device), _to(masks, device))
+    rates = {"fc1": cfg.prune_rate, "fc2": cfg.prune_rate, "fc3": cfg.prune_rate_output}
+    new = prune_by_magnitude(model, rates, cfg.prune_rate if cfg.global_pruning else None)
+    return _to(new, "cpu")
+
+
+def _train_level(cfg: Config, level: int, networks: list[Network], data: MNISTSplits, progress: bool) -> TrainResult:
+    device = data.train_x.device
+    model = build_model(
+        _to(concat([n.params for n in networks]), device), _to(concat([n.masks for n in networks]), device)
+    )
+    try:
+        return train_networks(
+            model,
+            data,
+            iterations=cfg.iterations,
+            batch_size=cfg.batch_size,
+            learning_rate=cfg.learning_rate,
+            eval_every=cfg.eval_every,
+            batch_seeds=[n.batch_seed for n in networks],
+            snapshot_iteration=cfg.rewind_iteration if level == 0 and cfg.rewind_iteration else None,
+            desc=f"level {level}",
+            progress=progress,
+        )
+    except DivergenceError as error:
+        net = networks[error.network]
+        raise ExperimentError(
+            f"training diverged (loss NaN or infinite) at level {level}, condition {net.condition}, "
+            f"trial {net.trial}, iteration {error.iteration}; levels 0-{level - 1} are kept"
+            if level
+            else f"training diverged (loss NaN or infinite) at level 0, condition {net.condition}, "
+            f"trial {net.trial}, iteration {error.iteration}; try a lower learning_rate"
+        ) from None
+
+
+def _to(stack: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in stack.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Results as tables
+
+
+def level_rows(level: int, networks: list[Network], result: TrainResult) -> list[dict]:
+    """One results.csv row per network of the level."""
+    total_weights = sum(m.numel() for m in networks[0].masks.values())
+    val_loss = result.metrics["val_loss"]
+    best = val_loss.argmin(dim=0)  # first evaluation with the lowest validation loss, per network
+    rows = []
+    for i, net in enumerate(networks):
+        counts = {name: int(c) for name, c in count_remaining(net.masks).items()}
+        remaining = sum(counts.values())
+        rows.append(
+            {
+                "level": level,
+                "condition": net.condition,
+                "trial": net.trial,
+                "weights_remaining": remaining,
+                "percent_remaining": 100 * remaining / total_weights,
+                **{f"{name}_remaining": counts[name] for name in LAYERS},
+                "early_stop_iteration": result.iterations[best[i]],
+                "early_stop_val_loss": float(val_loss[best[i], i]),
+                "early_stop_test_accuracy": float(result.metrics["test_accuracy"][best[i], i]),
+                "final_test_accuracy": float(result.metrics["test_accuracy"][-1, i]),
+                "final_test_loss": float(result.metrics["test_loss"][-1, i]),
+                "train_seconds": result.seconds,  # the level's wall time, shared by the networks trained together
+            }
+        )
+    return rows
+
+
+def curve_rows(level: int, networks: list[Network], result: TrainResult) -> list[dict]:
+    """One curves.csv row per network and evaluation point."""
+    return [
+        {
+            "level": level,
+            "condition": net.condition,
+            "trial": net.trial,
+            "iteration": iteration,
+            **{name: float(values[k, i]) for name, values in result.metrics.items()},
+        }
+        for i, net in enumerate(networks)
+        for k, iteration in enumerate(result.iterations)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder
+
+
+class RunFolder:
+    """Everything a run writes, saved level by level so that a rerun resumes after the last finished one."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def check(cls, path: Path, cfg: Config, overwrite: bool = False) -> None:
+        """Raise RunFolderError if `path` holds a run of another config (and overwrite is off); writes nothing."""
+        saved = cls(path).saved_config()
+        if saved is not None and not overwrite and saved.short_hash() != cfg.short_hash():
+            changed = [k for k, v in cfg.to_dict().items() if k != "preset" and saved.to_dict()[k] != v]
+            raise RunFolderError(
+                f"{path} holds a run with another config (differs in {', '.join(changed)}); "
+                f"choose another folder or pass --overwrite to replace it"
+            )
+
+    @classmethod
+    def open(cls, path: Path, cfg: Config, overwrite: bool = False) -> RunFolder:
+        """Create the folder for `cfg`, or reopen it if it holds the same config; refuse another config."""
+        cls.check(path, cfg, overwrite)
+        run = cls(path)
+        saved = run.saved_config()
+        if saved is not None and overwrite:
+            run.clear()
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "masks").mkdir(exist_ok=True)
+        if saved is None or overwrite:
+            _write_atomic(path / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        return run
+
+    def saved_config(self) -> Config | None:
+        file = self.path / "config.json"
+        if not file.exists():
+            return None
+        try:
+            return Config.from_dict(json.loads(file.read_text()))
+        except (ValueError, TypeError) as error:
+            raise RunFolderError(
+                f"{file} is not a config this version can read ({error}); use another folder"
+            ) from None
+
+    def clear(self) -> None:
+        for name in RUN_FILES:
+            target = self.path / name
+            if target.is_dir():
+                for file in target.iterdir():
+                    file.unlink()
+                target.rmdir()
+            elif target.exists():
+                target.unlink()
+        for png in self.path.glob("*.png"):
+            png.unlink()
+
+    @property
+    def levels_done(self) -> int:
+        file = self.path / "progress.json"
+        return json.loads(file.read_text())["levels_done"] if file.exists() else 0
+
+    def cached(self, name: str, make) -> dict[str, torch.Tensor]:
+        if not (self.path / name).exists():
+            self.save(name, make())
+        return self.load(name)
+
+    def save(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        tmp = self.path / (name + ".tmp")
+        torch.save({k: v.cpu() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, self.path / name)
+
+    def load(self, name: str) -> dict[str, torch.Tensor]:
+        return torch.load(self.path / name, weights_only=True)
+
+    def save_masks(self, level: int, masks: dict[str, Masks]) -> None:
+        flat = {f"{condition}.{layer}": m for condition, stack in masks.items() for layer, m in stack.items()}
+        self.save(f"masks/level_{level:02d}.pt", flat)
+
+    def load_masks(self, level: int) -> dict[str, Masks]:
+        masks: dict[str, Masks] = {}
+        for key, value in self.load(f"masks/level_{level:02d}.pt").items():
+            condition, layer = key.split(".")
+            masks.setdefault(condition, {})[layer] = value
+        return masks
+
+    def results(self) -> pd.DataFrame:
+        return _read_csv(self.path / "results.csv", self.levels_done)
+
+    def curves(self) -> pd.DataFrame:
+        return _read_csv(self.path / "curves.csv", self.levels_done)
+
+    def finish_level(self, level: int, rows: list[dict], curves: list[dict]) -> None:
+        """Append the level's rows, then mark it finished: a crash in between only repeats the level."""
+        for name, new, old in (("results.csv", rows, self.results()), ("curves.csv", curves, self.curves())):
+            table = pd.concat([old, pd.DataFrame(new)], ignore_index=True) if len(old) else pd.DataFrame(new)
+            _write_atomic(self.path / name, table.to_csv(index=False))
+        _write_atomic(self.path / "progress.json", json.dumps({"levels_done": level + 1}) + "\n")
+
+
+def _read_csv(file: Path, levels_done: int) -> pd.DataFrame:
+    if not file.exists():
+        return pd.DataFrame()
+    table = pd.read_csv(file)
+    return table[table["level"] < levels_done].reset_index(drop=True)  # drop a level cut off mid-write
+
+
+def _write_atomic(file: Path, text: str) -> None:
+    tmp = file.with_name(file.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, file)

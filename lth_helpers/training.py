@@ -1,0 +1,174 @@
+"""Train a stack of networks together, each on its own batches, and evaluate them as it goes.
+
+    result = train_networks(model, data, iterations=1000, batch_size=60, learning_rate=1.2e-3,
+                            eval_every=100, batch_seeds=[1, 2])
+
+One Adam optimizer over the stacked tensors is the same as one Adam per network: Adam is
+elementwise, and the loss is the sum of the networks' own mean losses, so network i's gradient is
+exactly the gradient of its own loss. On CUDA the training step is captured once in a CUDA graph
+and replayed, because a network this small is bound by kernel launches, not arithmetic. The host
+waits for the device only at evaluation points.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import BatchSampler, MNISTSplits, get_batch
+from .model import Params, StackedMLP
+from .pruning import current_params
+
+METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+
+
+class DivergenceError(RuntimeError):
+    """A network's training loss became NaN or infinite."""
+
+    def __init__(self, network: int, iteration: int):
+        super().__init__(f"network {network} diverged: non-finite training loss at iteration {iteration}")
+        self.network, self.iteration = network, iteration
+
+
+@dataclass
+class TrainResult:
+    params: Params  # the trained weights (weight_orig x mask) and biases, a stack
+    snapshot: Params | None  # the weights after `snapshot_iteration` iterations, if asked for
+    iterations: list[int]  # the iterations at which the metrics were taken (0 = before training)
+    metrics: dict[str, torch.Tensor]  # METRICS name -> (len(iterations), n_networks); accuracies in %
+    seconds: float  # wall-clock time of the whole call, evaluations included
+
+
+@torch.no_grad()
+def evaluate(
+    model: StackedMLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 5000
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy and accuracy (%) of every network on (x, y): two tensors of shape (n,)."""
+    loss_sum = torch.zeros(model.n_networks, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(model.n_networks, dtype=torch.int64, device=x.device)
+    for start in range(0, len(y), chunk):
+        logits = model(x[start : start + chunk])  # (n, chunk, 10)
+        target = y[start : start + chunk].expand(model.n_networks, -1)
+        loss_sum += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(1).double()
+        correct += (logits.argmax(-1) == target).sum(1)
+    return loss_sum / len(y), 100 * correct / len(y)
+
+
+def loss_per_network(model: StackedMLP, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of each network on its own batch: x (n, b, 784), y (n, b) -> (n,)."""
+    return F.cross_entropy(model(x).transpose(1, 2), y, reduction="none").mean(1)
+
+
+def train_step(model: StackedMLP, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One Adam step for every network; returns the per-network training loss (no host sync)."""
+    losses = loss_per_network(model, x, y)
+    optimizer.zero_grad(set_to_none=True)
+    losses.sum().backward()
+    optimizer.step()
+    return losses.detach()
+
+
+class _Stepper:
+    """Runs train_step eagerly, or on CUDA replays it from a CUDA graph with static input buffers."""
+
+    WARMUP = 3  # eager steps before capture, so that Adam's state and cuBLAS workspaces exist
+
+    def __init__(self, model: StackedMLP, optimizer: torch.optim.Optimizer, data: MNISTSplits, use_graph: bool):
+        self.model, self.optimizer, self.data = model, optimizer, data
+        self.use_graph, self.graph, self.steps = use_graph, None, 0
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor:
+        if not self.use_graph:
+            return train_step(self.model, self.optimizer, *get_batch(self.data.train_x, self.data.train_y, indices))
+        if self.graph is None:
+            self.static_indices = indices.clone()
+            if self.steps < self.WARMUP:
+                self.steps += 1
+                return self._eager_on_side_stream()
+            self._capture()
+        self.static_indices.copy_(indices)
+        self.graph.replay()
+        return self.static_loss
+
+    def _eager_on_side_stream(self) -> torch.Tensor:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            loss = train_step(
+                self.model, self.optimizer, *get_batch(self.data.train_x, self.data.train_y, self.static_indices)
+            )
+        torch.cuda.current_stream().wait_stream(stream)
+        return loss
+
+    def _capture(self) -> None:
+        self.graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):  # records, does not run: the replay below is the step
+            x, y = get_batch(self.data.train_x, self.data.train_y, self.static_indices)
+            self.static_loss = train_step(self.model, self.optimizer, x, y)
+
+
+def train_networks(
+    model: StackedMLP,
+    data: MNISTSplits,
+    *,
+    iterations: int,
+    batch_size: int,
+    learning_rate: float,
+    eval_every: int,
+    batch_seeds: list[int],
+    snapshot_iteration: int | None = None,
+    cuda_graph: bool | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> TrainResult:
+    """Train every network of `model` for `iterations` Adam steps; network i draws batches with batch_seeds[i].
+
+    Evaluates on validation and test before training, every `eval_every` iterations and at the end.
+    Raises DivergenceError at the first non-finite training loss. `cuda_graph` defaults to "on CUDA".
+    """
+    device = data.train_x.device
+    use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=learning_rate, capturable=use_graph, fused=True if device.type == "cuda" else None
+    )
+    sampler = BatchSampler(batch_seeds, len(data.train_y), batch_size, device)
+    step = _Stepper(model, optimizer, data, use_graph)
+    window = torch.zeros(eval_every, model.n_networks, device=device)  # losses since the last evaluation
+    checkpoints = sorted({0, *range(eval_every, iterations, eval_every), iterations})
+    history, snapshot = [], None
+    start = time.perf_counter()
+    with tqdm(total=iterations, desc=desc, leave=False, disable=not progress) as bar:
+        for begin, end in zip(checkpoints, checkpoints[1:]):
+            if begin == 0:
+                history.append(_evaluate_all(model, data))
+            for it in range(begin, end):
+                window[it - begin] = step(sampler.indices(it))
+                if it + 1 == snapshot_iteration:
+                    snapshot = current_params(model)
+            _check_finite(window[: end - begin], begin)
+            history.append(_evaluate_all(model, data))
+            bar.update(end - begin)
+            bar.set_postfix(loss=f"{window[: end - begin].mean().item():.4f}")
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    metrics = {name: torch.stack([h[name] for h in history]).cpu() for name in METRICS}
+    return TrainResult(current_params(model), snapshot, checkpoints, metrics, time.perf_counter() - start)
+
+
+def _evaluate_all(model: StackedMLP, data: MNISTSplits) -> dict[str, torch.Tensor]:
+    val_loss, val_acc = evaluate(model, data.val_x, data.val_y)
+    test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
+    return dict(val_loss=val_loss, val_accuracy=val_acc, test_loss=test_loss, test_accuracy=test_acc)
+
+
+def _check_finite(losses: torch.Tensor, first_iteration: int) -> None:
+    bad = ~torch.isfinite(losses)
+    if bad.any():
+        rows, networks = bad.nonzero(as_tuple=True)
+        first = rows.argmin()
+        raise DivergenceError(int(networks[first]), first_iteration + int(rows[first]))

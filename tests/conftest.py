@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny synthetic MNIST-shaped data, and the real MNIST files.
+
+The real files are read from $LTH_DATA_DIR, defaulting to ../shared/data beside the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from lth_helpers.data import MNISTSplits, load_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("LTH_DATA_DIR", str(REPO.parent / "shared" / "data"))
+
+
+def synthetic_splits(n_train: int = 600, n_eval: int = 200, seed: int = 0) -> MNISTSplits:
+    """Ten noisy clusters in 784 dimensions, one per class: learnable in a few dozen steps."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(10, 784, generator=g) * 0.3
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, 10, (n,), generator=g)
+        return centers[y] + torch.randn(n, 784, generator=g), y
+
+    return MNISTSplits(*split(n_train), *split(n_eval), *split(n_eval))
+
+
+@pytest.fixture
+def tiny_data() -> MNISTSplits:
+    return synthetic_splits()
+
+
+@pytest.fixture(scope="session")
+def mnist() -> MNISTSplits:
+    return load_mnist(Path(os.environ["LTH_DATA_DIR"]), val_size=5000, device=torch.device("cpu"))

@@ -1,0 +1,121 @@
+"""The command line: every kind of bad input is refused with exit 2 and nothing written; the smoke
+preset runs end to end on the real MNIST files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from lth_helpers.cli import main
+from tests.conftest import REPO
+
+BAD_INPUT = {
+    "unknown preset": ["--preset", "lenet5"],
+    "unknown field": ["--momentum", "0.9"],
+    "unknown control": ["--controls", "reinit,shuffle"],
+    "rate of zero": ["--prune_rate", "0"],
+    "rate of one": ["--prune_rate_output", "1"],
+    "negative rate": ["--prune_rate", "-0.2"],
+    "zero iterations": ["--iterations", "0"],
+    "negative trials": ["--trials", "-1"],
+    "zero batch": ["--batch_size", "0"],
+    "not a number": ["--learning_rate", "fast"],
+    "not a boolean": ["--global_pruning", "maybe"],
+    "rewind past the end": ["--iterations", "100", "--rewind_iteration", "100"],
+    "unknown device": ["--device", "tpu"],
+    **({} if torch.cuda.is_available() else {"cuda without a GPU": ["--device", "cuda"]}),
+}
+
+
+@pytest.mark.parametrize("args", BAD_INPUT.values(), ids=BAD_INPUT.keys())
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "smoke", "--out", str(out), *args])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "error:" in error
+    assert not out.exists()
+
+
+def test_a_folder_of_another_config_exits_2_and_is_left_alone(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"rounds": 7}))
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "smoke", "--out", str(out)])
+    assert exit_.value.code == 2 and "--overwrite" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["config.json"]
+
+
+def test_missing_data_names_the_files_and_the_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("torchvision.datasets.MNIST.download", lambda self: (_ for _ in ()).throw(OSError("offline")))
+    code = main(["--preset", "smoke", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "train-images-idx3-ubyte" in error and str(tmp_path / "nowhere" / "MNIST" / "raw") in error
+
+
+def test_help_lists_every_config_field_with_each_presets_value(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    for field in ("--iterations", "--prune_rate_output", "--rewind_iteration", "--controls", "--global_pruning"):
+        assert field in text
+    assert "paper: 50000" in text.replace("\n", " ").replace("  ", " ")
+
+
+def test_smoke_preset_end_to_end_on_real_mnist(tmp_path):
+    """The README's command on the real MNIST files: sane accuracy, every output written, and a rerun resumes."""
+    out = tmp_path / "smoke"
+    command = [sys.executable, "-m", "lth_helpers", "--preset", "smoke", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    results = pd.read_csv(out / "results.csv")
+    required = [
+        "level",
+        "condition",
+        "trial",
+        "weights_remaining",
+        "percent_remaining",
+        "fc1_remaining",
+        "fc2_remaining",
+        "fc3_remaining",
+        "early_stop_iteration",
+        "early_stop_test_accuracy",
+        "final_test_accuracy",
+        "final_test_loss",
+        "train_seconds",
+    ]
+    assert set(required) <= set(results.columns)
+    assert sorted(zip(results.level, results.condition)) == [
+        (0, "ticket"),
+        (1, "random_prune"),
+        (1, "reinit"),
+        (1, "ticket"),
+    ]
+    assert (results.final_test_accuracy > 90).all()
+    assert results.fc1_remaining.tolist()[-1] == 188_160 and results.fc3_remaining.tolist()[-1] == 900
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(curves) == 4 * 5  # four networks, evaluated at 0, 100, 200, 300, 400
+    for name in (
+        "config.json",
+        "init.pt",
+        "masks/level_00.pt",
+        "masks/level_01.pt",
+        "accuracy_vs_weights.png",
+        "early_stop_vs_weights.png",
+        "accuracy_curves.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    assert "stop acc" in done.stdout and "random reinit control" in done.stdout
+    again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)  # train_seconds too: nothing retrained
