@@ -1,0 +1,47 @@
+"""lth_helpers: the Lottery Ticket Hypothesis (Frankle & Carbin, ICLR 2019) on MNIST with LeNet-300-100.
+
+    python -m lth_helpers --preset seed --out runs/seed      # see cli.py
+
+Modules, one per concept: config (hyperparameters, presets), data (MNIST as tensors, batches),
+model (a stack of MLPs), pruning (torch.nn.utils.prune, rewinding, control masks), training
+(stacked Adam training and evaluation), experiment (the iterative pruning loop, resumable),
+report (tables and computed conclusions), plotting (the paper's figures), cli.
+"""
+
+from .config import Config, ConfigError, make_config, resolve_device
+from .data import data_dir, load_mnist
+from .experiment import RunFolder, run_experiment
+from .model import LAYERS, StackedMLP, init_params, layer_shapes
+from .plotting import plot_accuracy_vs_weights, plot_curves, plot_early_stop_vs_weights, save_figures
+from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_, rewind_check
+from .report import conclusions, sparsity_table, summary_table
+from .training import train_networks
+
+__all__ = [
+    "LAYERS",
+    "Config",
+    "ConfigError",
+    "RunFolder",
+    "StackedMLP",
+    "build_model",
+    "conclusions",
+    "data_dir",
+    "full_masks",
+    "get_masks",
+    "init_params",
+    "layer_shapes",
+    "load_mnist",
+    "make_config",
+    "plot_accuracy_vs_weights",
+    "plot_curves",
+    "plot_early_stop_vs_weights",
+    "prune_by_magnitude",
+    "resolve_device",
+    "rewind_",
+    "rewind_check",
+    "run_experiment",
+    "save_figures",
+    "sparsity_table",
+    "summary_table",
+    "train_networks",
+]

@@ -24,19 +24,25 @@ Params = dict[str, torch.Tensor]  # "fc1.weight" -> (n, out, in), "fc1.bias" -> 
 
 
 class StackedLinear(nn.Module):
-    """`n` independent linear layers: weight (n, out, in), bias (n, out)."""
+    """`n` independent linear layers: weight (n, out, in), bias (n, out), as nn.Linear's, stacked.
+
+    Activations are feature-major, (n, features, batch): then the forward is W @ h and the weight
+    gradient, grad @ h^T, comes out in the weight's own layout, with no transposed copy per step.
+    """
 
     def __init__(self, n: int, in_features: int, out_features: int):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(n, out_features, in_features))
         self.bias = nn.Parameter(torch.zeros(n, out_features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h: (n, in, batch), or (in, batch) shared by all networks -> (n, out, batch)."""
         n, out_features, in_features = self.weight.shape
-        if x.dim() == 2:  # one input for all networks: a single wide matrix multiply
-            out = x @ self.weight.reshape(n * out_features, in_features).T
-            return out.view(len(x), n, out_features).transpose(0, 1) + self.bias[:, None]
-        return torch.baddbmm(self.bias[:, None], x, self.weight.transpose(1, 2))
+        if h.dim() == 2:  # one input for all networks: a single wide matrix multiply
+            return torch.addmm(self.bias.reshape(-1, 1), self.weight.reshape(n * out_features, in_features), h).view(
+                n, out_features, -1
+            )
+        return torch.baddbmm(self.bias[:, :, None], self.weight, h)
 
 
 class StackedMLP(nn.Module):
@@ -53,7 +59,9 @@ class StackedMLP(nn.Module):
         return self.fc3.bias.shape[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+        """x: (n, batch, 784), a batch per network, or (batch, 784) for all -> logits (n, batch, 10)."""
+        h = self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.transpose(-1, -2))))))
+        return h.transpose(1, 2)  # a view: F.cross_entropy(logits.transpose(1, 2), y) reads h as it is
 
 
 def layer_shapes(fc1_width: int, fc2_width: int) -> dict[str, tuple[int, int]]:

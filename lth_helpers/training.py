@@ -133,12 +133,10 @@ def train_networks(
     """
     device = data.train_x.device
     use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=learning_rate, capturable=use_graph, fused=True if device.type == "cuda" else None
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, capturable=use_graph, fused=True)
     sampler = BatchSampler(batch_seeds, len(data.train_y), batch_size, device)
     step = _Stepper(model, optimizer, data, use_graph)
-    window = torch.zeros(eval_every, model.n_networks, device=device)  # losses since the last evaluation
+    window = torch.zeros(min(eval_every, iterations), model.n_networks, device=device)  # losses since the last eval
     checkpoints = sorted({0, *range(eval_every, iterations, eval_every), iterations})
     history, snapshot = [], None
     start = time.perf_counter()

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny synthetic MNIST-shaped data, and the real MNIST files.
 
-The real files are read from $LTH_DATA_DIR, defaulting to ../shared/data beside the repository.
+The real files are read from $LTH_DATA_DIR; unset, from ../shared/data beside the repository where
+that exists (CI), else from ./data, where the first run downloads them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import torch
 from lth_helpers.data import MNISTSplits, load_mnist
 
 REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("LTH_DATA_DIR", str(REPO.parent / "shared" / "data"))
+SHARED_DATA = REPO.parent / "shared" / "data"
+os.environ.setdefault("LTH_DATA_DIR", str(SHARED_DATA if SHARED_DATA.exists() else REPO / "data"))
 
 
 def synthetic_splits(n_train: int = 600, n_eval: int = 200, seed: int = 0) -> MNISTSplits:

@@ -1,0 +1,171 @@
+"""Benchmark: the usual PyTorch training loop against lth_helpers, side by side on this machine.
+
+    python benchmarks/benchmark.py                 # CPU or GPU, whichever is present: about 2 minutes on a CPU
+    python benchmarks/benchmark.py --full-seed     # also times the whole `seed` preset end to end
+    python benchmarks/benchmark.py --full-paper    # on a GPU: also times the whole `paper` preset
+
+(a) The usual loop: torchvision MNIST through a DataLoader with ToTensor + Normalize, one
+    nn.Sequential LeNet-300-100 pruned with prune.l1_unstructured hooks, Adam, batch 60.
+(b) lth_helpers: data on the device, each network's batches sliced from its own permutation, all
+    networks of a level stacked into one model, fused Adam, and on CUDA the step in a CUDA graph.
+Both do the same work (LeNet-300-100, batch 60, Adam, a pruned network); we count network-iterations
+per second. GPU times use CUDA events after a warm-up. The table printed last is the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import prune
+from torchvision import datasets, transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from lth_helpers import build_model, data_dir, init_params, layer_shapes, load_mnist, make_config  # noqa: E402
+from lth_helpers.data import MNIST_MEAN, MNIST_STD  # noqa: E402
+from lth_helpers.experiment import run_experiment  # noqa: E402
+from lth_helpers.pruning import prune_by_magnitude  # noqa: E402
+from lth_helpers.training import train_networks  # noqa: E402
+
+BATCH = 60
+
+
+class Timer:
+    """Wall time on the CPU; CUDA events on the GPU, so that queued kernels are counted."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __enter__(self) -> Timer:
+        if self.cuda:
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.start.record()
+        else:
+            self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self.end.record()
+            self.end.synchronize()
+            self.seconds = self.start.elapsed_time(self.end) / 1000
+        else:
+            self.seconds = time.perf_counter() - self.t0
+
+
+def usual_loop(root: Path, device: torch.device, iterations: int) -> float:
+    """Network-iterations per second of the textbook loop, after 20 warm-up iterations."""
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+    loader = torch.utils.data.DataLoader(
+        datasets.MNIST(str(root), train=True, transform=tf), batch_size=BATCH, shuffle=True
+    )
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10)
+    ).to(device)
+    for layer in (model[1], model[3], model[5]):
+        prune.l1_unstructured(layer, "weight", amount=0.2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.2e-3)
+    batches = iter(loader)
+    for it in range(20 + iterations):
+        if it == 20:
+            timer = Timer(device).__enter__()
+        x, y = next(batches)
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    timer.__exit__()
+    return iterations / timer.seconds
+
+
+def ours(data, device: torch.device, n_networks: int, iterations: int, eval_every: int) -> float:
+    """Network-iterations per second of train_networks on n pruned networks (evaluations included)."""
+    params = init_params(list(range(n_networks)), 300, 100, "glorot_normal")
+    masks = prune_by_magnitude(build_model(params, _ones(n_networks)), {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1})
+    common = dict(batch_size=BATCH, learning_rate=1.2e-3, batch_seeds=list(range(n_networks)), progress=False)
+    warm = build_model(params, masks).to(device)
+    train_networks(warm, data, iterations=50, eval_every=50, **common)  # warm-up: kernels, graph capture
+    model = build_model(params, masks).to(device)
+    with Timer(device) as timer:
+        train_networks(model, data, iterations=iterations, eval_every=eval_every, **common)
+    return n_networks * iterations / timer.seconds
+
+
+def _ones(n: int) -> dict[str, torch.Tensor]:
+    return {name: torch.ones(n, *shape) for name, shape in layer_shapes(300, 100).items()}
+
+
+def timed_preset(name: str, data, device: torch.device) -> float:
+    cfg = make_config(name)
+    with tempfile.TemporaryDirectory() as folder, Timer(device) as timer:
+        run_experiment(cfg, Path(folder), data, progress=False)
+    return timer.seconds
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--iterations", type=int, default=0, help="iterations per measurement (default: by device)")
+    parser.add_argument("--full-seed", action="store_true", help="also time the whole seed preset")
+    parser.add_argument("--full-paper", action="store_true", help="also time the whole paper preset")
+    args = parser.parse_args()
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if args.device == "auto"
+        else args.device
+    )
+    gpu = device.type == "cuda"
+    iterations = args.iterations or (3000 if gpu else 600)
+    root = data_dir(args.data_dir)
+    data = load_mnist(root, 5000, device)
+    name = torch.cuda.get_device_name() if gpu else f"{torch.get_num_threads()}-thread CPU"
+    print(f"torch {torch.__version__} on {name}; {iterations} iterations per measurement", flush=True)
+
+    rows = [("usual loop: DataLoader + transforms, prune hooks, 1 network", usual_loop(root, device, iterations))]
+    print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} net-it/s", flush=True)
+    # The seed preset stacks 2 networks a level (ticket + reinit); the paper's stacks 10 (5 trials x 2).
+    for n, eval_every in ((1, iterations), (2, iterations), (2, 215), (10, iterations), (10, 100)):
+        label = f"lth_helpers: {n} stacked" + (f", evaluating every {eval_every}" if eval_every < iterations else "")
+        rows.append((label, ours(data, device, n, iterations, eval_every)))
+        print(f"{label}: {rows[-1][1]:,.0f} net-it/s", flush=True)
+
+    paper = make_config("paper")
+    paper_work = paper.iterations * paper.trials * (1 + 2 * paper.rounds)  # level 0: tickets only
+    paper_rate = rows[-1][1]
+    measured = {}
+    if args.full_seed:
+        measured["seed preset, whole run"] = timed_preset("seed", data, device)
+    if args.full_paper:
+        measured["paper preset, whole run"] = timed_preset("paper", data, device)
+
+    base = rows[0][1]
+    print(f"\n| way of training ({name}) | network-iterations/s | vs usual loop |\n|---|---:|---:|")
+    for label, rate in rows:
+        print(f"| {label} | {rate:,.0f} | {rate / base:.1f}x |")
+    print(
+        f"\npaper preset: {paper_work:,} network-iterations; projected from '{rows[-1][0]}': "
+        f"{paper_work / paper_rate / 60:,.1f} min (the usual loop: {paper_work / base / 3600:,.1f} h)"
+    )
+    for label, seconds in measured.items():
+        print(f"{label}: measured {seconds / 60:.2f} min")
+    print(f"peak memory: {peak_memory_mb(device):,.0f} MB ({'GPU, allocated' if gpu else 'CPU, resident'})")
+
+
+if __name__ == "__main__":
+    main()

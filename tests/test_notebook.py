@@ -1,0 +1,50 @@
+"""lottery_ticket.ipynb: committed clean, and it runs top to bottom on the real MNIST files."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+from nbclient import NotebookClient
+
+from tests.conftest import REPO
+
+NOTEBOOK = REPO / "lottery_ticket.ipynb"
+
+
+def test_notebook_is_committed_without_outputs_and_keeps_the_gpu_runtime():
+    notebook = json.loads(NOTEBOOK.read_text())
+    dirty = [
+        i
+        for i, cell in enumerate(notebook["cells"])
+        if cell["cell_type"] == "code" and (cell.get("outputs") or cell.get("execution_count"))
+    ]
+    assert dirty == [], f"cells {dirty} hold outputs: clear them before committing"
+    assert notebook["metadata"].get("accelerator") == "GPU"
+    tagged = [cell for cell in notebook["cells"] if "parameters" in cell.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+
+
+def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    index = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
+    injected = f'PRESET = "smoke"\nRUNS_DIR = {str(tmp_path)!r}'  # papermill's convention: a cell after the tagged one
+    notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}))
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "stop acc" in html and "reinit acc" in html  # the summary table
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # the three figures
+    markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "The dense network reaches" in markdown
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
+    for name in (
+        "results.csv",
+        "curves.csv",
+        "accuracy_vs_weights.png",
+        "early_stop_vs_weights.png",
+        "accuracy_curves.png",
+    ):
+        assert (run_dir / name).exists(), name
