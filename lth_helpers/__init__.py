@@ -5,19 +5,27 @@
 Modules, one per concept: config (hyperparameters, presets), data (MNIST as tensors, batches),
 model (a stack of MLPs), pruning (torch.nn.utils.prune, rewinding, control masks), training
 (stacked Adam training and evaluation), experiment (the iterative pruning loop, resumable),
-report (tables and computed conclusions), plotting (the paper's figures), cli.
+inference (what a ticket costs to run: compacted and sparse forms), report (tables and computed
+conclusions), plotting (the paper's figures), cli.
 """
 
 from .config import Config, ConfigError, make_config, resolve_device
 from .data import data_dir, load_mnist
 from .experiment import RunFolder, run_experiment
+from .inference import inference_table, load_ticket, save_ticket
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
-from .plotting import plot_accuracy_vs_weights, plot_curves, plot_early_stop_vs_weights, save_figures
+from .plotting import plot_accuracy_vs_weights, plot_curves, plot_early_stop_vs_weights, plot_inference, save_figures
 from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_, rewind_check
-from .report import conclusions, sparsity_table, summary_table
+from .report import conclusions, inference_conclusions, inference_summary, sparsity_table, summary_table
 from .training import train_networks
 
 __all__ = [
+    "inference_conclusions",
+    "inference_summary",
+    "inference_table",
+    "load_ticket",
+    "plot_inference",
+    "save_ticket",
     "LAYERS",
     "Config",
     "ConfigError",

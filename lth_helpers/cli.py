@@ -15,11 +15,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .config import DEVICES, PRESETS, Config, ConfigError, make_config, resolve_device
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, RunFolder, RunFolderError, run_experiment
-from .plotting import save_figures
-from .report import conclusions, summary_table
+from .inference import inference_table, network, save_ticket
+from .plotting import INFERENCE_FIGURE, plot_inference, save_figures
+from .report import conclusions, inference_conclusions, inference_summary, summary_table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,5 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     save_figures(results, RunFolder(out).curves(), out)
     print(summary_table(results).to_string())
     print("\n".join(conclusions(results)))
-    print(f"results.csv, curves.csv, figures and masks are in {out}")
+    report_inference(out, data.test_x, cfg.rounds)
+    print(f"results.csv, curves.csv, inference.csv, figures, masks and tickets are in {out}")
     return 0
+
+
+def report_inference(out: Path, test_x: torch.Tensor, last_level: int) -> None:
+    """Time every level's ticket in each inference form; export the sparsest ticket in its smallest form."""
+    print("\nWhat does the ticket buy? Inference on the CPU, trial 0's ticket at every level:")
+    table = inference_table(out, test_x)
+    table.to_csv(out / "inference.csv", index=False)
+    plot_inference(table).savefig(out / INFERENCE_FIGURE, dpi=120)
+    print(inference_summary(table).to_string())
+    print("\n".join(inference_conclusions(table)))
+    run = RunFolder(out)
+    ticket = out / f"ticket_level_{last_level:02d}.pt"
+    form = save_ticket(
+        ticket, network(run.load(f"tickets/level_{last_level:02d}.pt")), network(run.load_masks(last_level)["ticket"])
+    )
+    print(
+        f"exported the level-{last_level} ticket as {form}: {ticket} ({ticket.stat().st_size / 1024:,.0f} KB); "
+        f"load it with lth_helpers.inference.load_ticket"
+    )

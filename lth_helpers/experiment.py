@@ -9,8 +9,9 @@ initialization) or the same sparsity (`random_prune`: random masks, theta_0). Al
 (trials x conditions) train together as one stacked model.
 
 The run folder holds config.json, init.pt (theta_0 of every trial), rewind.pt (late rewinding only),
-masks/level_NN.pt, results.csv, curves.csv and progress.json; a level counts as finished once
-progress.json says so, and a rerun continues after the last finished level.
+masks/level_NN.pt, tickets/level_NN.pt (trial 0's trained ticket), results.csv, curves.csv and
+progress.json; a level counts as finished once progress.json says so, and a rerun continues after
+the last finished level.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_m
 from .training import DivergenceError, TrainResult, train_networks
 
 CONDITIONS = ("ticket", "reinit", "random_prune")
-RUN_FILES = ("config.json", "init.pt", "rewind.pt", "masks", "results.csv", "curves.csv", "progress.json")
+RUN_FILES = ("config.json", "init.pt", "rewind.pt", "masks", "tickets", "results.csv", "curves.csv", "progress.json")
 
 
 class RunFolderError(RuntimeError):
@@ -86,6 +87,7 @@ def run_experiment(
         networks = level_networks(cfg, level, rewind_point, masks)
         result = _train_level(cfg, level, networks, data, progress)
         ticket = [i for i, net in enumerate(networks) if net.condition == "ticket"]
+        run.save(f"tickets/level_{level:02d}.pt", select(result.params, ticket[:1]))  # trial 0, for export
         if level == 0 and cfg.rewind_iteration:
             run.save("rewind.pt", select(result.snapshot, ticket))
         if level < cfg.rounds:
@@ -231,6 +233,7 @@ class RunFolder:
             run.clear()
         path.mkdir(parents=True, exist_ok=True)
         (path / "masks").mkdir(exist_ok=True)
+        (path / "tickets").mkdir(exist_ok=True)
         if saved is None or overwrite:
             _write_atomic(path / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
         return run

@@ -23,6 +23,7 @@ STYLE = {
     "random_prune": (CONTROL_NAMES["random_prune"], "tab:green", "^"),
 }
 FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png")
+INFERENCE_FIGURE = "inference_latency.png"
 CURVE_PERCENTS = (100, 51.3, 21.1, 7.0, 3.6, 1.9)  # the levels the paper's Figure 3 draws
 
 
@@ -109,3 +110,25 @@ def save_figures(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> 
         fig.savefig(out_dir / name, dpi=120)
         paths.append(Path(out_dir) / name)
     return paths
+
+
+def plot_inference(table: pd.DataFrame) -> Figure:
+    """Inference latency against % of weights remaining, one line per form, at batch 1 and batch 1000."""
+    from .inference import BATCH_SIZES, FORMS
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    for i, batch in enumerate(BATCH_SIZES):
+        ax = fig.add_subplot(1, len(BATCH_SIZES), i + 1)
+        for form in FORMS:
+            ax.plot(table.percent_remaining, table[f"{form}_ms_batch{batch}"], marker="o", markersize=3, label=form)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.invert_xaxis()
+        ax.xaxis.set_major_formatter("{x:g}")
+        ax.set_xlabel("percent of weights remaining (log scale)")
+        ax.set_ylabel("median latency (ms, log scale)")
+        ax.set_title(f"batch {batch}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.suptitle("Inference on the CPU: the masked dense network, compacted, and sparse (CSR)")
+    return fig

@@ -114,3 +114,64 @@ def conclusions(results: pd.DataFrame) -> list[str]:
             f"against the ticket) and stops early at iteration {other.early_stop_iteration.iloc[-1]:.0f}."
         )
     return sentences
+
+
+MASKED_TRAINING_NOTE = (
+    "Masked training is not faster than dense training: torch.nn.utils.prune keeps every weight and multiplies the "
+    "pruned ones by zero, so each step does the dense network's full matrix products (plus the masking). "
+    "A pruned network only gets cheaper when it is run as a smaller or a sparse one, as below."
+)
+
+
+def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The inference table for reading: size, multiply-adds and latency of each form, per level."""
+    out = pd.DataFrame(
+        {
+            "% left": table.percent_remaining.round(2),
+            "compact shape": table.compact_shape,
+            "dead inputs": table.dead_inputs,
+            "MACs dense": table.dense_macs,
+            "MACs compact": table.compact_macs,
+            "MACs sparse": table.sparse_macs,
+            "KB dense": (table.dense_bytes / 1024).round(0),
+            "KB compact": (table.compact_bytes / 1024).round(0),
+            "KB sparse": (table.sparse_bytes / 1024).round(0),
+        },
+        index=table.level.rename("level"),
+    )
+    for batch in (1, 1000):
+        for form in ("dense", "compact", "sparse"):
+            out[f"ms {form} b{batch}"] = table[f"{form}_ms_batch{batch}"].round(3)
+        out[f"speedup b{batch}"] = table[f"speedup_batch{batch}"].round(2)
+    return out
+
+
+def inference_conclusions(table: pd.DataFrame) -> list[str]:
+    """Sentences about what the tickets save at inference, every number read from `table`."""
+    last = table.iloc[-1]
+    sizes = {form: last[f"{form}_bytes"] for form in ("dense", "compact", "sparse")}
+    smallest = min(sizes, key=sizes.get)
+    sentences = [
+        f"At {last.percent_remaining:.1f}% of weights the ticket needs {last.sparse_macs:,} multiply-adds per "
+        f"example run sparse (CSR), against {last.dense_macs:,} dense; compaction leaves a {last.compact_shape} "
+        f"network "
+        f"({last.dead_inputs} dead input pixels, {last.fc1_dead_in + last.fc1_dead_out} dead fc1 units, "
+        f"{last.fc2_dead_in + last.fc2_dead_out} dead fc2 units) with {last.compact_macs:,}.",
+        f"Its smallest form is {smallest}: {sizes[smallest] / 1024:,.0f} KB against {last.dense_bytes / 1024:,.0f} KB "
+        f"for the dense network.",
+    ]
+    for batch in (1, 1000):
+        faster = table[table[f"speedup_batch{batch}"] > 1.05]
+        where = (
+            f"it first runs faster than dense ({faster.iloc[0][f'speedup_batch{batch}']:.2f}x) at "
+            f"{faster.iloc[0].percent_remaining:.1f}% of weights"
+            if len(faster)
+            else "no form runs it faster than dense"
+        )
+        best = last[f"best_form_batch{batch}"]
+        sentences.append(
+            f"At batch {batch}, {where}; at {last.percent_remaining:.1f}% the best form, {best}, takes "
+            f"{last[f'{best}_ms_batch{batch}']:.3f} ms against {last[f'dense_ms_batch{batch}']:.3f} ms dense "
+            f"({last[f'speedup_batch{batch}']:.2f}x)."
+        )
+    return sentences

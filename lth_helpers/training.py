@@ -13,6 +13,7 @@ waits for the device only at evaluation points.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -89,7 +90,13 @@ class _Stepper:
             if self.steps < self.WARMUP:
                 self.steps += 1
                 return self._eager_on_side_stream()
-            self._capture()
+            try:
+                self._capture()
+            except RuntimeError as error:  # e.g. an op that cannot be captured: train eagerly instead
+                warnings.warn(f"CUDA graph capture failed, training without it: {error}", stacklevel=3)
+                self.use_graph, self.graph = False, None
+                self.optimizer.zero_grad(set_to_none=True)
+                return self(indices)
         self.static_indices.copy_(indices)
         self.graph.replay()
         return self.static_loss

@@ -113,9 +113,15 @@ def test_smoke_preset_end_to_end_on_real_mnist(tmp_path):
         "accuracy_vs_weights.png",
         "early_stop_vs_weights.png",
         "accuracy_curves.png",
+        "inference.csv",
+        "inference_latency.png",
+        "tickets/level_01.pt",
+        "ticket_level_01.pt",
     ):
         assert (out / name).stat().st_size > 0, name
-    assert "stop acc" in done.stdout and "random reinit control" in done.stdout
+    assert "stop acc" in done.stdout and "random reinit control" in done.stdout and "speedup b1000" in done.stdout
+    inference = pd.read_csv(out / "inference.csv")
+    assert inference.level.tolist() == [0, 1] and (inference.dense_ms_batch1000 > 0).all()
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)  # train_seconds too: nothing retrained

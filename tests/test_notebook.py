@@ -36,9 +36,10 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "stop acc" in html and "reinit acc" in html  # the summary table
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # the three figures
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # three of the paper's, one of inference
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
-    assert "The dense network reaches" in markdown
+    assert "The dense network reaches" in markdown and "multiply-adds per example" in markdown
+    assert "speedup b1000" in html
     (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
     for name in (
         "results.csv",
@@ -46,5 +47,6 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
         "accuracy_vs_weights.png",
         "early_stop_vs_weights.png",
         "accuracy_curves.png",
+        "inference.csv",
     ):
         assert (run_dir / name).exists(), name

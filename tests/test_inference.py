@@ -1,0 +1,74 @@
+"""Inference forms of a pruned network: the same function, fewer units, smaller files."""
+
+from __future__ import annotations
+
+import torch
+
+from lth_helpers.inference import compact, dead_units, inference_forms, load_ticket, network, save_ticket
+from lth_helpers.model import init_params, layer_shapes
+from lth_helpers.pruning import build_model, full_masks, prune_by_magnitude
+
+RATES = {"fc1": 0.5, "fc2": 0.5, "fc3": 0.2}
+
+
+def pruned_network_with_dead_units(seed: int = 0):
+    """A heavily pruned network with every kind of dead unit, and non-zero biases to fold."""
+    params = init_params([seed], 300, 100, "kaiming_uniform")  # kaiming_uniform: biases are not zero
+    model = build_model(params, full_masks(1, layer_shapes(300, 100)))
+    for _ in range(4):
+        masks = prune_by_magnitude(model, RATES)
+    masks = {name: m.clone() for name, m in masks.items()}
+    masks["fc1"][0][:, :100] = 0  # 100 input pixels with no outgoing weight
+    masks["fc1"][0][:20] = 0  # 20 fc1 units with no incoming weight: they output relu(bias), a constant
+    masks["fc2"][0][:, 20:40] = 0  # 20 fc1 units with no outgoing weight
+    masks["fc3"][0][:, :10] = 0  # 10 fc2 units with no outgoing weight
+    return network(params), {name: m[0] for name, m in masks.items()}, build_model(params, masks)
+
+
+def test_every_form_computes_the_pruned_networks_function_on_the_test_set(mnist):
+    params, masks, model = pruned_network_with_dead_units()
+    expected = model(mnist.test_x)[0]
+    for form, module in inference_forms(params, masks).items():
+        torch.testing.assert_close(module(mnist.test_x), expected, rtol=1e-4, atol=1e-4, msg=form)
+        torch.testing.assert_close(module(mnist.test_x[:1]), expected[:1], rtol=1e-4, atol=1e-4, msg=form)
+
+
+def test_compaction_removes_every_dead_unit():
+    params, masks, _ = pruned_network_with_dead_units()
+    dead = dead_units(masks)
+    assert dead["dead_inputs"] >= 100 and dead["fc1_dead_in"] >= 20 and dead["fc1_dead_out"] >= 20
+    assert dead["fc2_dead_out"] >= 10
+    small = compact(params, masks)
+    n_inputs, n_fc1, n_fc2, _ = (int(n) for n in small.shape().split("-"))
+    assert n_inputs == 784 - dead["dead_inputs"]
+    assert n_fc1 <= 300 - 40 and n_fc2 <= 100 - 10
+    for name in ("fc1", "fc2"):  # what is left has live inputs and outputs
+        weight = small.get_buffer(f"{name}_weight")
+        assert bool((weight != 0).any(1).all())
+    assert bool((small.get_buffer("fc2_weight") != 0).any(0).all())
+
+
+def test_dead_units_counts_units_without_weights():
+    masks = {name: torch.ones(shape) for name, shape in layer_shapes(300, 100).items()}
+    masks["fc1"][:, [3, 5]] = 0
+    masks["fc1"][7] = 0
+    masks["fc2"][:, [7, 8, 9]] = 0
+    masks["fc3"][:, 0] = 0
+    assert dead_units(masks) == {
+        "dead_inputs": 2,
+        "fc1_dead_in": 1,
+        "fc1_dead_out": 3,
+        "fc2_dead_in": 0,
+        "fc2_dead_out": 1,
+    }
+
+
+def test_a_ticket_saved_in_its_smallest_form_loads_to_the_same_outputs(tmp_path, mnist):
+    params, masks, model = pruned_network_with_dead_units()
+    path = tmp_path / "ticket.pt"
+    form = save_ticket(path, params, masks)
+    forms = inference_forms(params, masks)
+    assert form == min(forms, key=lambda f: forms[f].n_bytes())
+    loaded = load_ticket(path)
+    torch.testing.assert_close(loaded(mnist.test_x), model(mnist.test_x)[0], rtol=1e-4, atol=1e-4)
+    assert path.stat().st_size < forms["dense"].n_bytes() / 4
