@@ -28,7 +28,7 @@ from torch.nn.utils import prune
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lth_helpers import build_model, data_dir, init_params, layer_shapes, load_mnist, make_config  # noqa: E402
+from lth_helpers import StackedMLP, build_model, data_dir, init_params, layer_shapes, load_mnist, make_config  # noqa: E402
 from lth_helpers.data import MNIST_MEAN, MNIST_STD  # noqa: E402
 from lth_helpers.experiment import run_experiment  # noqa: E402
 from lth_helpers.pruning import prune_by_magnitude  # noqa: E402
@@ -60,7 +60,7 @@ class Timer:
             self.seconds = time.perf_counter() - self.t0
 
 
-def usual_loop(root: Path, device: torch.device, iterations: int) -> float:
+def usual_loop(root: Path, device: torch.device, iterations: int, batch: int = BATCH) -> float:
     """Network-iterations per second of the textbook loop, after 20 warm-up iterations."""
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
     loader = torch.utils.data.DataLoader(
@@ -85,14 +85,25 @@ def usual_loop(root: Path, device: torch.device, iterations: int) -> float:
     return iterations / timer.seconds
 
 
-def ours(data, device: torch.device, n_networks: int, iterations: int, eval_every: int) -> float:
-    """Network-iterations per second of train_networks on n pruned networks (evaluations included)."""
+def ours(data, device: torch.device, n_networks: int, iterations: int, eval_every: int, pruned: bool = True) -> float:
+    """Network-iterations per second of train_networks on n networks (evaluations included).
+
+    pruned: one round of layer-wise pruning applied through prune (the masks every level has);
+    otherwise plain StackedMLP parameters with no masks or hooks at all, the dense reference.
+    """
     params = init_params(list(range(n_networks)), 300, 100, "glorot_normal")
     masks = prune_by_magnitude(build_model(params, _ones(n_networks)), {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1})
     common = dict(batch_size=BATCH, learning_rate=1.2e-3, batch_seeds=list(range(n_networks)), progress=False)
-    warm = build_model(params, masks).to(device)
-    train_networks(warm, data, iterations=50, eval_every=50, **common)  # warm-up: kernels, graph capture
-    model = build_model(params, masks).to(device)
+
+    def fresh() -> StackedMLP:
+        if pruned:
+            return build_model(params, masks).to(device)
+        model = StackedMLP(n_networks)
+        model.load_state_dict(params)
+        return model.to(device)
+
+    train_networks(fresh(), data, iterations=50, eval_every=50, **common)  # warm-up: kernels, graph capture
+    model = fresh()
     with Timer(device) as timer:
         train_networks(model, data, iterations=iterations, eval_every=eval_every, **common)
     return n_networks * iterations / timer.seconds
@@ -100,6 +111,11 @@ def ours(data, device: torch.device, n_networks: int, iterations: int, eval_ever
 
 def _ones(n: int) -> dict[str, torch.Tensor]:
     return {name: torch.ones(n, *shape) for name, shape in layer_shapes(300, 100).items()}
+
+
+def trainings(cfg) -> int:
+    """Networks trained in a run: the tickets at every level, the controls at every pruned level."""
+    return cfg.trials * (cfg.rounds + 1 + len(cfg.controls) * cfg.rounds)
 
 
 def timed_preset(name: str, data, device: torch.device) -> float:
@@ -140,17 +156,37 @@ def main() -> None:
     rows = [("usual loop: DataLoader + transforms, prune hooks, 1 network", usual_loop(root, device, iterations))]
     print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} net-it/s", flush=True)
     # The seed preset stacks 2 networks a level (ticket + reinit); the paper's stacks 10 (5 trials x 2).
-    for n, eval_every in ((1, iterations), (2, iterations), (2, 215), (10, iterations), (10, 100)):
-        label = f"lth_helpers: {n} stacked" + (f", evaluating every {eval_every}" if eval_every < iterations else "")
-        rows.append((label, ours(data, device, n, iterations, eval_every)))
+    for n, eval_every, pruned in (
+        (1, iterations, True),
+        (2, iterations, True),
+        (2, 215, True),
+        (10, iterations, False),
+        (10, iterations, True),
+        (10, 100, True),
+    ):
+        label = (
+            f"lth_helpers: {n} stacked"
+            + ("" if pruned else ", unpruned (no masks, no hooks)")
+            + (f", evaluating every {eval_every}" if eval_every < iterations else "")
+        )
+        rows.append((label, ours(data, device, n, iterations, eval_every, pruned)))
         print(f"{label}: {rows[-1][1]:,.0f} net-it/s", flush=True)
 
     paper = make_config("paper")
-    paper_work = paper.iterations * paper.trials * (1 + 2 * paper.rounds)  # level 0: tickets only
+    paper_work = paper.iterations * trainings(paper)
     paper_rate = rows[-1][1]
     measured = {}
     if args.full_seed:
-        measured["seed preset, whole run"] = timed_preset("seed", data, device)
+        seed = make_config("seed")
+        usual_seed = usual_loop(root, device, iterations, seed.batch_size) * seed.batch_size / 55_000
+        seconds = timed_preset("seed", data, device)
+        epochs = seed.iterations * seed.batch_size / 55_000 * trainings(seed)
+        measured["seed preset, whole run"] = seconds
+        seed_line = (
+            f"seed preset: {epochs:.0f} network-epochs in {seconds:.1f} s = {epochs / seconds:.3f} "
+            f"network-epochs/s; the usual loop at batch {seed.batch_size}: {usual_seed:.3f} "
+            f"network-epochs/s; ratio {epochs / seconds / usual_seed:.1f}x"
+        )
     if args.full_paper:
         measured["paper preset, whole run"] = timed_preset("paper", data, device)
 
@@ -164,6 +200,8 @@ def main() -> None:
     )
     for label, seconds in measured.items():
         print(f"{label}: measured {seconds / 60:.2f} min")
+    if args.full_seed:
+        print(seed_line)
     print(f"peak memory: {peak_memory_mb(device):,.0f} MB ({'GPU, allocated' if gpu else 'CPU, resident'})")
 
 

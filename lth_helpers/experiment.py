@@ -142,12 +142,10 @@ def _train_level(cfg: Config, level: int, networks: list[Network], data: MNISTSp
         )
     except DivergenceError as error:
         net = networks[error.network]
+        kept = f"levels 0-{level - 1} are kept" if level else "no level had finished"
         raise ExperimentError(
-            f"training diverged (loss NaN or infinite) at level {level}, condition {net.condition}, "
-            f"trial {net.trial}, iteration {error.iteration}; levels 0-{level - 1} are kept"
-            if level
-            else f"training diverged (loss NaN or infinite) at level 0, condition {net.condition}, "
-            f"trial {net.trial}, iteration {error.iteration}; try a lower learning_rate"
+            f"training diverged (loss NaN or infinite) at level {level}, condition {net.condition}, trial {net.trial}, "
+            f"iteration {error.iteration}; {kept}; a lower learning_rate may help"
         ) from None
 
 

@@ -96,11 +96,13 @@ def get_masks(model: StackedMLP) -> Masks:
 
 
 def current_params(model: StackedMLP) -> Params:
-    """The weights the network computes with (weight_orig x mask) and its biases, detached copies."""
+    """The weights the network computes with (weight_orig x mask, or weight if unpruned) and biases, detached copies."""
     params = {}
     for name in LAYERS:
         layer = getattr(model, name)
-        params[f"{name}.weight"] = (layer.weight_orig * layer.weight_mask).detach().clone()
+        pruned = hasattr(layer, "weight_mask")
+        weight = layer.weight_orig * layer.weight_mask if pruned else layer.weight
+        params[f"{name}.weight"] = weight.detach().clone()
         params[f"{name}.bias"] = layer.bias.detach().clone()
     return params
 

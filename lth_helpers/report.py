@@ -130,7 +130,6 @@ def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
             "% left": table.percent_remaining.round(2),
             "compact shape": table.compact_shape,
             "dead inputs": table.dead_inputs,
-            "MACs dense": table.dense_macs,
             "MACs compact": table.compact_macs,
             "MACs sparse": table.sparse_macs,
             "KB dense": (table.dense_bytes / 1024).round(0),

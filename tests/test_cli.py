@@ -125,3 +125,10 @@ def test_smoke_preset_end_to_end_on_real_mnist(tmp_path):
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), results)  # train_seconds too: nothing retrained
+
+
+def test_a_diverging_run_stops_with_exit_1_naming_level_condition_trial_and_iteration(tmp_path, capsys):
+    code = main(["--preset", "smoke", "--learning_rate", "1e38", "--out", str(tmp_path / "run"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 1
+    assert "diverged" in error and "level 0, condition ticket, trial 0, iteration" in error
