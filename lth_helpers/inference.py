@@ -151,19 +151,24 @@ def inference_forms(params: Params, masks: dict[str, torch.Tensor]) -> dict[str,
 
 @torch.inference_mode()
 def median_latency(module: nn.Module, x: torch.Tensor, repeats: int = 30, warmup: int = 5) -> float:
-    """Median seconds of one forward pass over `x`, after `warmup` passes."""
+    """Median seconds of one forward pass over `x`, after `warmup` passes (on CUDA, synchronized each pass)."""
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     for _ in range(warmup):
         module(x)
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         module(x)
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def level_inference_row(params: Params, masks: dict[str, torch.Tensor], x: torch.Tensor, repeats: int = 30) -> dict:
-    """Sizes, multiply-adds, dead units and latencies of one pruned network."""
+def level_inference_row(
+    params: Params, masks: dict[str, torch.Tensor], x: torch.Tensor, repeats: int = 30, cuda: bool = False
+) -> dict:
+    """Sizes, multiply-adds, dead units and latencies (CPU, and CUDA if asked) of one pruned network."""
     forms = inference_forms(params, masks)
     remaining = int(sum(int(m.sum()) for m in masks.values()))
     compact_weights = [forms["compact"].get_buffer(f"{n}_weight") for n in LAYERS]
@@ -177,8 +182,11 @@ def level_inference_row(params: Params, masks: dict[str, torch.Tensor], x: torch
     }
     for form, module in forms.items():
         row[f"{form}_bytes"] = module.n_bytes()
-        for batch in BATCH_SIZES:
-            row[f"{form}_ms_batch{batch}"] = 1000 * median_latency(module, x[:batch], repeats)
+        for device in ("cpu", "cuda") if cuda else ("cpu",):
+            on_device, inputs = module.to(device), x.to(device)
+            for batch in BATCH_SIZES:
+                key = f"{form}_ms_batch{batch}" + ("_cuda" if device == "cuda" else "")
+                row[key] = 1000 * median_latency(on_device, inputs[:batch], repeats)
     return row
 
 
@@ -205,18 +213,21 @@ def network(params: Params, index: int = 0) -> Params:
     return {k: v[index] for k, v in params.items()}
 
 
-def inference_table(run_dir: Path, x: torch.Tensor, repeats: int = 30) -> pd.DataFrame:
-    """One row per finished level of a run: trial 0's ticket in every form, on the CPU, with x as input."""
+def inference_table(run_dir: Path, x: torch.Tensor, repeats: int = 30, cuda: bool | None = None) -> pd.DataFrame:
+    """One row per finished level of a run: trial 0's ticket in every form, timed on the CPU and, where
+    present (or `cuda` says so), on CUDA (columns ending in _cuda); `x` supplies the inputs."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     run = RunFolder(run_dir)
     rows = []
     for level in range(run.levels_done):
         params = network(run.load(f"tickets/level_{level:02d}.pt"))
         masks = network(run.load_masks(level)["ticket"])
-        row = level_inference_row(params, masks, x.cpu(), repeats)
+        row = level_inference_row(params, masks, x.cpu(), repeats, cuda)
         rows.append({"level": level, "percent_remaining": 100 * row["weights_remaining"] / row["dense_macs"], **row})
     table = pd.DataFrame(rows)
-    for batch in BATCH_SIZES:
-        latency = table[[f"{form}_ms_batch{batch}" for form in FORMS]]
-        table[f"best_form_batch{batch}"] = latency.idxmin(axis=1).str.split("_").str[0]
-        table[f"speedup_batch{batch}"] = table[f"dense_ms_batch{batch}"] / latency.min(axis=1)
+    for suffix in ("", "_cuda") if cuda else ("",):
+        for batch in BATCH_SIZES:
+            latency = table[[f"{form}_ms_batch{batch}{suffix}" for form in FORMS]]
+            table[f"best_form_batch{batch}{suffix}"] = latency.idxmin(axis=1).str.split("_").str[0]
+            table[f"speedup_batch{batch}{suffix}"] = table[f"dense_ms_batch{batch}{suffix}"] / latency.min(axis=1)
     return table

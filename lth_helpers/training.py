@@ -145,12 +145,10 @@ def train_networks(
     step = _Stepper(model, optimizer, data, use_graph)
     window = torch.zeros(min(eval_every, iterations), model.n_networks, device=device)  # losses since the last eval
     checkpoints = sorted({0, *range(eval_every, iterations, eval_every), iterations})
-    history, snapshot = [], None
-    start = time.perf_counter()
+    snapshot, start = None, time.perf_counter()
+    history = [_evaluate_all(model, data)]
     with tqdm(total=iterations, desc=desc, leave=False, disable=not progress) as bar:
         for begin, end in zip(checkpoints, checkpoints[1:]):
-            if begin == 0:
-                history.append(_evaluate_all(model, data))
             for it in range(begin, end):
                 window[it - begin] = step(sampler.indices(it))
                 if it + 1 == snapshot_iteration:
