@@ -72,3 +72,11 @@ def test_a_ticket_saved_in_its_smallest_form_loads_to_the_same_outputs(tmp_path,
     loaded = load_ticket(path)
     torch.testing.assert_close(loaded(mnist.test_x), model(mnist.test_x)[0], rtol=1e-4, atol=1e-4)
     assert path.stat().st_size < forms["dense"].n_bytes() / 4
+
+
+def test_a_network_without_dead_units_compacts_to_itself(mnist):
+    params = network(init_params([3], 300, 100, "kaiming_uniform"))
+    masks = {name: torch.ones(shape) for name, shape in layer_shapes(300, 100).items()}
+    small = compact(params, masks)
+    assert small.shape() == "784-300-100-10" and small.inputs is None  # no gather when every pixel is read
+    torch.testing.assert_close(small(mnist.test_x), inference_forms(params, masks)["dense"](mnist.test_x))

@@ -1,0 +1,42 @@
+"""On a GPU: the CUDA-graph training step must give what the eager step gives. Skipped without CUDA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lth_helpers.data import MNISTSplits
+from lth_helpers.model import init_params, layer_shapes
+from lth_helpers.pruning import build_model, full_masks, prune_by_magnitude
+from lth_helpers.training import train_networks
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_cuda_graph_training_equals_eager_training(tiny_data):
+    data = MNISTSplits(*(t.cuda() for t in vars(tiny_data).values()))
+    params = init_params([1, 2, 3], 300, 100, "glorot_normal")
+    masks = prune_by_magnitude(
+        build_model(params, full_masks(3, layer_shapes(300, 100))), {"fc1": 0.5, "fc2": 0.5, "fc3": 0.2}
+    )
+    results = {}
+    for graph in (False, True):
+        model = build_model({k: v.cuda() for k, v in params.items()}, {k: v.cuda() for k, v in masks.items()})
+        results[graph] = train_networks(
+            model,
+            data,
+            iterations=57,
+            batch_size=32,
+            learning_rate=2e-3,
+            eval_every=20,
+            batch_seeds=[4, 5, 4],
+            snapshot_iteration=10,
+            cuda_graph=graph,
+            progress=False,
+        )
+    for key, value in results[False].params.items():
+        torch.testing.assert_close(results[True].params[key], value, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(results[True].snapshot[key], results[False].snapshot[key], rtol=1e-4, atol=1e-5)
+        if key.endswith("weight"):
+            assert bool((results[True].params[key][masks[key.split(".")[0]].cuda() == 0] == 0).all())
+    torch.testing.assert_close(results[True].metrics["test_accuracy"], results[False].metrics["test_accuracy"])
