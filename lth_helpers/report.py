@@ -148,29 +148,32 @@ def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
 def inference_conclusions(table: pd.DataFrame) -> list[str]:
     """Sentences about what the tickets save at inference, every number read from `table`."""
     last = table.iloc[-1]
+    at = f"{last.percent_remaining:.1f}% of weights"
     sizes = {form: last[f"{form}_bytes"] for form in ("dense", "compact", "sparse")}
     smallest = min(sizes, key=sizes.get)
     sentences = [
-        f"At {last.percent_remaining:.1f}% of weights the ticket needs {last.sparse_macs:,} multiply-adds per "
-        f"example run sparse (CSR), against {last.dense_macs:,} dense; compaction leaves a {last.compact_shape} "
-        f"network "
-        f"({last.dead_inputs} dead input pixels, {last.fc1_dead_in + last.fc1_dead_out} dead fc1 units, "
-        f"{last.fc2_dead_in + last.fc2_dead_out} dead fc2 units) with {last.compact_macs:,}.",
-        f"Its smallest form is {smallest}: {sizes[smallest] / 1024:,.0f} KB against {last.dense_bytes / 1024:,.0f} KB "
-        f"for the dense network.",
+        f"At {at} the ticket needs {last.sparse_macs:,} multiply-adds per example run sparse (CSR), against "
+        f"{last.dense_macs:,} dense; compaction leaves a {last.compact_shape} network ({last.dead_inputs} dead input "
+        f"pixels, {last.fc1_dead_in + last.fc1_dead_out} dead fc1 units, {last.fc2_dead_in + last.fc2_dead_out} dead "
+        f"fc2 units) with {last.compact_macs:,}.",
+        f"Its smallest form is {smallest}: {sizes[smallest] / 1024:,.0f} KB against "
+        f"{sizes['dense'] / 1024:,.0f} KB dense."
+        if smallest != "dense"
+        else f"No form is smaller than the dense network ({sizes['dense'] / 1024:,.0f} KB) at {at}.",
     ]
     for batch in (1, 1000):
+        dense_ms, best = last[f"dense_ms_batch{batch}"], last[f"best_form_batch{batch}"]
         faster = table[table[f"speedup_batch{batch}"] > 1.05]
-        where = (
-            f"it first runs faster than dense ({faster.iloc[0][f'speedup_batch{batch}']:.2f}x) at "
-            f"{faster.iloc[0].percent_remaining:.1f}% of weights"
-            if len(faster)
-            else "no form runs it faster than dense"
-        )
-        best = last[f"best_form_batch{batch}"]
+        if not len(faster):
+            sentences.append(
+                f"At batch {batch}, no form runs faster than the dense network ({dense_ms:.3f} ms at {at})."
+            )
+            continue
+        first = faster.iloc[0]
         sentences.append(
-            f"At batch {batch}, {where}; at {last.percent_remaining:.1f}% the best form, {best}, takes "
-            f"{last[f'{best}_ms_batch{batch}']:.3f} ms against {last[f'dense_ms_batch{batch}']:.3f} ms dense "
+            f"At batch {batch}, the ticket first runs faster than dense at {first.percent_remaining:.1f}% of weights "
+            f"({first[f'speedup_batch{batch}']:.2f}x); at {at} the best form, {best}, takes "
+            f"{last[f'{best}_ms_batch{batch}']:.3f} ms against {dense_ms:.3f} ms dense "
             f"({last[f'speedup_batch{batch}']:.2f}x)."
         )
     return sentences
