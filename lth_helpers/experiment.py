@@ -33,7 +33,19 @@ from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_m
 from .training import DivergenceError, TrainResult, train_networks
 
 CONDITIONS = ("ticket", "reinit", "random_prune")
-RUN_FILES = ("config.json", "init.pt", "rewind.pt", "masks", "tickets", "results.csv", "curves.csv", "progress.json")
+RUN_FILES = (
+    "config.json",
+    "init.pt",
+    "rewind.pt",
+    "masks",
+    "tickets",
+    "results.csv",
+    "curves.csv",
+    "progress.json",
+    "inference.csv",
+    "*.png",
+    "ticket_level_*.pt",
+)  # what --overwrite removes: this tool's files only
 
 
 class RunFolderError(RuntimeError):
@@ -248,16 +260,14 @@ class RunFolder:
             ) from None
 
     def clear(self) -> None:
-        for name in RUN_FILES:
-            target = self.path / name
-            if target.is_dir():
-                for file in target.iterdir():
-                    file.unlink()
-                target.rmdir()
-            elif target.exists():
-                target.unlink()
-        for png in self.path.glob("*.png"):
-            png.unlink()
+        for pattern in RUN_FILES:
+            for target in self.path.glob(pattern):
+                if target.is_dir():
+                    for file in target.iterdir():
+                        file.unlink()
+                    target.rmdir()
+                else:
+                    target.unlink()
 
     @property
     def levels_done(self) -> int:
