@@ -98,13 +98,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{', '.join(cfg.controls) or 'no controls'}, on {device}; run folder {out}"
         )
         results = run_experiment(cfg, out, data, overwrite=args.overwrite, progress=not args.no_progress)
+        save_figures(results, RunFolder(out).curves(), out)
+        print(summary_table(results).to_string())
+        print("\n".join(conclusions(results)))
+        report_inference(out, data.test_x, cfg.rounds)
     except (DataError, ExperimentError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
-    save_figures(results, RunFolder(out).curves(), out)
-    print(summary_table(results).to_string())
-    print("\n".join(conclusions(results)))
-    report_inference(out, data.test_x, cfg.rounds)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished levels are kept in {out}; the same command resumes", file=sys.stderr)
+        return 130
     print(f"results.csv, curves.csv, inference.csv, figures, masks and tickets are in {out}")
     return 0
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .inference import BATCH_SIZES, FORMS
 from .report import CONTROL_NAMES
 
 STYLE = {
@@ -114,8 +115,6 @@ def save_figures(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> 
 
 def plot_inference(table: pd.DataFrame) -> Figure:
     """Inference latency against % of weights remaining, one line per form, at batch 1 and batch 1000."""
-    from .inference import BATCH_SIZES, FORMS
-
     fig = Figure(figsize=(10, 4), layout="constrained")
     for i, batch in enumerate(BATCH_SIZES):
         ax = fig.add_subplot(1, len(BATCH_SIZES), i + 1)
