@@ -10,7 +10,8 @@ what dense ones do. A pruned network is only cheaper when it is run as a smaller
   whose incoming or outgoing weights are all pruned) and keep a smaller dense MLP. A unit with no
   incoming weights still outputs relu(bias), a constant: it is folded into the next layer's bias,
   so the compact network computes exactly the same function.
-- sparse: the compact network's weights as CSR matrices (torch.sparse), multiplying only non-zeros.
+- sparse: the masked weights as CSR matrices (torch.sparse), multiplying only the non-zeros (empty
+  rows and columns cost nothing in CSR, so it needs no compaction).
 """
 
 from __future__ import annotations
@@ -195,8 +196,7 @@ def save_ticket(path: Path, params: Params, masks: dict[str, torch.Tensor]) -> s
     """Save one ticket in its smallest form (dense, compact or CSR); returns that form's name."""
     forms = inference_forms(params, masks)
     form = min(FORMS, key=lambda name: forms[name].n_bytes())
-    tensors = dict(forms[form].named_buffers())
-    torch.save({"form": form, **tensors, "biases": [forms[form].get_buffer(f"{n}_bias") for n in LAYERS]}, path)
+    torch.save({"form": form, **dict(forms[form].named_buffers())}, path)
     return form
 
 
@@ -205,7 +205,7 @@ def load_ticket(path: Path) -> InferenceMLP:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch notes that it validates the CSR tensors it loads
         state = torch.load(path, weights_only=True)
-    biases = [b.flatten() for b in state["biases"]]
+    biases = [state[f"{n}_bias"].flatten() for n in LAYERS]  # CSR forms keep them as columns
     return InferenceMLP([state[f"{n}_weight"] for n in LAYERS], biases, state.get("inputs"))
 
 

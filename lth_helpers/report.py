@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .inference import BATCH_SIZES, FORMS
+
 CONTROL_NAMES = {"reinit": "random reinit", "random_prune": "random pruning"}
 
 
@@ -116,13 +118,6 @@ def conclusions(results: pd.DataFrame) -> list[str]:
     return sentences
 
 
-MASKED_TRAINING_NOTE = (
-    "Masked training is not faster than dense training: torch.nn.utils.prune keeps every weight and multiplies the "
-    "pruned ones by zero, so each step does the dense network's full matrix products (plus the masking). "
-    "A pruned network only gets cheaper when it is run as a smaller or a sparse one, as below."
-)
-
-
 def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
     """The inference table for reading: size, multiply-adds and latency of each form, per level."""
     out = pd.DataFrame(
@@ -138,8 +133,8 @@ def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
         },
         index=table.level.rename("level"),
     )
-    for batch in (1, 1000):
-        for form in ("dense", "compact", "sparse"):
+    for batch in BATCH_SIZES:
+        for form in FORMS:
             out[f"ms {form} b{batch}"] = table[f"{form}_ms_batch{batch}"].round(3)
         out[f"speedup b{batch}"] = table[f"speedup_batch{batch}"].round(2)
     return out
@@ -149,7 +144,7 @@ def inference_conclusions(table: pd.DataFrame) -> list[str]:
     """Sentences about what the tickets save at inference, every number read from `table`."""
     last = table.iloc[-1]
     at = f"{last.percent_remaining:.1f}% of weights"
-    sizes = {form: last[f"{form}_bytes"] for form in ("dense", "compact", "sparse")}
+    sizes = {form: last[f"{form}_bytes"] for form in FORMS}
     smallest = min(sizes, key=sizes.get)
     sentences = [
         f"At {at} the ticket needs {last.sparse_macs:,} multiply-adds per example run sparse (CSR), against "
@@ -161,7 +156,7 @@ def inference_conclusions(table: pd.DataFrame) -> list[str]:
         if smallest != "dense"
         else f"No form is smaller than the dense network ({sizes['dense'] / 1024:,.0f} KB) at {at}.",
     ]
-    for batch in (1, 1000):
+    for batch in BATCH_SIZES:
         dense_ms, best = last[f"dense_ms_batch{batch}"], last[f"best_form_batch{batch}"]
         faster = table[table[f"speedup_batch{batch}"] > 1.05]
         if not len(faster):
