@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 from lth_helpers.data import BatchSampler, get_batch
 from lth_helpers.model import LAYERS, StackedMLP, concat, init_params, layer_shapes, select
 from lth_helpers.pruning import build_model, full_masks, prune_by_magnitude
-from lth_helpers.training import DivergenceError, evaluate, train_networks
+from lth_helpers.training import DivergenceError, evaluate, flush_denormals, loss_and_gradients, train_networks
 
 SHAPES = layer_shapes(300, 100)
 
@@ -39,6 +41,37 @@ def test_a_stack_trains_each_network_exactly_as_it_would_train_alone(tiny_data):
             torch.testing.assert_close(together.params[key][i : i + 1], value, rtol=1e-3, atol=1e-4)
         for name, values in alone.metrics.items():
             torch.testing.assert_close(together.metrics[name][:, i : i + 1], values, rtol=1e-4, atol=1e-3)
+
+
+def _autograd_loss_and_gradients(model, x, y):
+    model.zero_grad(set_to_none=True)
+    losses = F.cross_entropy(model(x).transpose(1, 2), y, reduction="none").mean(1)
+    losses.sum().backward()
+    return losses.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("pruning", ["none", "fixed_mask", "prune_hooks"])
+def test_hand_written_gradients_equal_autograds(tiny_data, pruning):
+    params = init_params([1, 2, 3], 300, 100, "kaiming_uniform")
+    rates = {"fc1": 0.6, "fc2": 0.4, "fc3": 0.2}
+    if pruning == "none":
+        model = StackedMLP(3)
+        model.load_state_dict(params)
+    elif pruning == "fixed_mask":
+        model = build_model(params, prune_by_magnitude(build_model(params, full_masks(3, SHAPES)), rates))
+    else:  # prune's own forward hooks: weight_orig keeps its values where the mask is 0
+        model = StackedMLP(3)
+        model.load_state_dict(params)
+        prune_by_magnitude(model, rates)
+    x, y = tiny_data.train_x[:96].view(3, 32, 784), tiny_data.train_y[:96].view(3, 32)
+    expected_losses, expected = _autograd_loss_and_gradients(model, x, y)
+    model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(loss_and_gradients(model, x, y), expected_losses)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-6)
+        if name.endswith("weight_orig"):
+            mask = getattr(model, name.split(".")[0]).weight_mask
+            assert bool((param.grad[mask == 0] == 0).all())
 
 
 def test_stacked_forward_equals_each_network_as_plain_linear_layers():
@@ -110,3 +143,12 @@ def test_batch_sampler_walks_a_fresh_permutation_each_epoch_per_seed():
     assert not torch.equal(sampler.indices(3), epoch[:, :30])  # epoch 2 is a new permutation
     x, y = get_batch(torch.arange(100.0)[:, None], torch.arange(100), sampler.indices(4))
     assert x.shape == (3, 30, 1) and torch.equal(x[..., 0].long(), y)
+
+
+def test_subnormals_are_flushed_only_inside_the_block():
+    subnormal = torch.tensor([1e-39])
+    with flush_denormals():
+        inside = (subnormal * 1.0).item()
+    assert (subnormal * 1.0).item() > 0  # the process-wide default is back
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert inside == 0
