@@ -16,7 +16,14 @@ from .inference import inference_table, load_ticket, save_ticket
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
 from .plotting import plot_accuracy_vs_weights, plot_curves, plot_early_stop_vs_weights, plot_inference, save_figures
 from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_, rewind_check
-from .report import conclusions, inference_conclusions, inference_summary, sparsity_table, summary_table
+from .report import (
+    conclusions,
+    inference_conclusions,
+    inference_summary,
+    paper_comparison,
+    sparsity_table,
+    summary_table,
+)
 from .training import train_networks
 
 __all__ = [
@@ -40,6 +47,7 @@ __all__ = [
     "layer_shapes",
     "load_mnist",
     "make_config",
+    "paper_comparison",
     "plot_accuracy_vs_weights",
     "plot_curves",
     "plot_early_stop_vs_weights",

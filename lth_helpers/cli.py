@@ -22,7 +22,7 @@ from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, RunFolder, RunFolderError, run_experiment
 from .inference import inference_table, network, save_ticket
 from .plotting import INFERENCE_FIGURE, plot_inference, save_figures
-from .report import conclusions, inference_conclusions, inference_summary, summary_table
+from .report import conclusions, inference_conclusions, inference_summary, paper_comparison, summary_table
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         save_figures(results, RunFolder(out).curves(), out)
         print(summary_table(results).to_string())
         print("\n".join(conclusions(results)))
+        comparison = paper_comparison(results)
+        if len(comparison):
+            print("\nThe paper's statements about LeNet-300-100, and this run:")
+            print(comparison.to_string(index=False))
         report_inference(out, data.test_x, cfg.rounds)
     except (DataError, ExperimentError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)

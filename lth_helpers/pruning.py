@@ -60,8 +60,9 @@ class FixedMask(prune.BasePruningMethod):
     custom_from_mask recomputes `weight = weight_orig * mask` (a new tensor) before every forward and
     multiplies again in the backward: on a 2-core CPU that made pruned training about 30% slower than
     dense. FixedMask zeroes the pruned entries of `weight_orig` once, so that `weight` can be a view of
-    `weight_orig` (equal to weight_orig * mask), and zeroes their gradient in place after each backward.
-    With zero gradient the pruned entries stay exactly zero under Adam or SGD, weight decay or not.
+    `weight_orig` (equal to weight_orig * mask), and zeroes their gradient in place after each backward
+    (training.loss_and_gradients, which does not use autograd, masks it the same way). With zero
+    gradient the pruned entries stay exactly zero under Adam or SGD, weight decay or not.
     """
 
     PRUNING_TYPE = "global"

@@ -118,6 +118,132 @@ def conclusions(results: pd.DataFrame) -> list[str]:
     return sentences
 
 
+def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
+    """The paper's statements about LeNet-300-100 beside this run's numbers, one row per statement.
+
+    Frankle & Carbin (ICLR 2019), Section 2 and Figures 3-4; accuracies are test accuracy at early
+    stopping, "dense" is level 0. Differences and ratios are taken per trial, then shown as mean ± std
+    over trials. agrees: "yes" when the run shows the effect at about the paper's size (within a factor
+    of 2, or beyond a bound the paper states; for "x times sooner", the excess over 1), "direction only"
+    when it shows it much weaker or stronger, "no" when it does not. A statement about a percentage the
+    run has no level near (within 10%) is left out.
+    """
+    acc = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_test_accuracy")
+    stop = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_iteration")
+    percent = results.groupby("level").percent_remaining.first()
+    at_21, at_13, at_3 = (_level_near(percent, p) for p in (21.1, 13.5, 3.6))
+    ticket_gain = acc["ticket"].sub(acc["ticket", 0], axis=0)  # per trial and level, points above dense
+    ticket_vs_dense = ticket_gain.mean()
+    rows = []
+    if at_21 is not None:
+        levels = range(1, at_21 + 1)
+        sooner = all(stop["ticket", lv].mean() < stop["ticket", 0].mean() for lv in levels)
+        rows.append(
+            (
+                "Tickets stop early sooner than the dense network at every level down to 21.1%",
+                "yes",
+                f"{'yes' if sooner else 'no'}: dense at {_show(stop['ticket', 0], ',.0f')}; tickets at "
+                + ", ".join(f"{stop['ticket', lv].mean():,.0f}" for lv in levels),
+                "yes" if sooner else "no",
+            )
+        )
+        earlier = 100 * (1 - stop["ticket", at_21] / stop["ticket", 0])
+        rows.append(
+            ("Early stopping at 21.1%, against dense (% earlier)", "38", _show(earlier, ".0f"), _agrees(earlier, 38))
+        )
+        worst = ticket_vs_dense[list(levels)].idxmin()
+        above = ticket_vs_dense[worst] > 0
+        rows.append(
+            (
+                "Tickets more accurate than the dense network at every level down to 21.1%",
+                "yes",
+                f"{'yes' if above else 'no'}: the smallest gain is {_show(ticket_gain[worst], '+.2f')} points, "
+                f"at {percent[worst]:.1f}%",
+                "yes" if above else "no",
+            )
+        )
+    if at_13 is not None:
+        gain = ticket_gain[at_13]
+        rows.append(
+            (
+                "Accuracy at 13.5%, against dense (points)",
+                "more than +0.3",
+                _show(gain, "+.2f"),
+                _agrees(gain, 0.3, True),
+            )
+        )
+    if at_3 is not None:
+        first = _first_below_dense(ticket_vs_dense)
+        rows.append(
+            (
+                "The ticket is back to the dense network's accuracy near 3.6%",
+                "yes",
+                f"{_show(ticket_gain[at_3], '+.2f')} points at {percent[at_3]:.1f}%; "
+                + (f"first below dense at {percent[first]:.1f}%" if first is not None else "never below dense"),
+                "yes" if first is not None and abs(first - at_3) <= 1 else "no",
+            )
+        )
+    at_51 = _level_near(percent, 51.3)
+    if "reinit" in acc.columns.get_level_values(0) and at_51 is not None:
+        first = _first_below_dense(acc["reinit"].sub(acc["ticket", 0], axis=0).mean())
+        rows.append(
+            (
+                "Random reinit loses accuracy against dense after little pruning (by 51.3%)",
+                "yes",
+                f"first below dense at {percent[first]:.1f}%" if first is not None else "never below dense",
+                "yes" if first is not None and first <= at_51 else "no",
+            )
+        )
+        if at_21 is not None:
+            sooner = stop["reinit", at_21] / stop["ticket", at_21]
+            rows.append(
+                (
+                    "At 21.1%: the ticket's early stop, sooner than reinit's (x)",
+                    "2.51",
+                    _show(sooner, ".2f"),
+                    _agrees(sooner - 1, 1.51),
+                )
+            )
+            ahead = acc["ticket", at_21] - acc["reinit", at_21]
+            rows.append(
+                (
+                    "At 21.1%: the ticket's accuracy above reinit's (points)",
+                    "about +0.5",
+                    _show(ahead, "+.2f"),
+                    _agrees(ahead, 0.5),
+                )
+            )
+    return pd.DataFrame(rows, columns=["the paper says", "paper", "this run", "agrees"])
+
+
+def _level_near(percent: pd.Series, target: float) -> int | None:
+    """The level whose percentage of weights is nearest `target`, if within 10% of it."""
+    gaps = (percent / target - 1).abs()
+    return int(gaps.idxmin()) if gaps.min() <= 0.1 else None
+
+
+def _first_below_dense(gain: pd.Series) -> int | None:
+    """The first pruned level whose mean accuracy gain over dense is negative."""
+    below = gain[(gain.index > 0) & (gain < 0)]
+    return int(below.index[0]) if len(below) else None
+
+
+def _show(values: pd.Series, fmt: str) -> str:
+    """Mean over trials, with ± std when there are several."""
+    text = format(values.mean(), fmt)
+    return text if values.count() < 2 else f"{text} ± {format(values.std(), fmt.lstrip('+'))}"
+
+
+def _agrees(values: pd.Series, paper: float, at_least: bool = False) -> str:
+    """Is the mean effect the paper's: same sign, and within a factor of 2 of it (or beyond it, `at_least`)?"""
+    ours = values.mean()
+    if ours * paper <= 0:
+        return "no"
+    if at_least:
+        return "yes" if ours >= paper else "direction only"
+    return "yes" if 0.5 <= ours / paper <= 2 else "direction only"
+
+
 def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
     """The inference table for reading: size, multiply-adds and latency of each form, per level."""
     out = pd.DataFrame(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lth_helpers.report import conclusions, summary_table
+from lth_helpers.report import conclusions, paper_comparison, summary_table
 
 
 def results(ticket: list[float], reinit: list[float], trials: int = 1) -> pd.DataFrame:
@@ -50,3 +50,78 @@ def test_summary_table_shows_mean_and_std_over_trials():
     assert table.loc[1, "stop acc"] == "97.55 ± 0.07"
     assert table.loc[0, "reinit acc"] == "—"
     assert table.loc[1, "weights"] == 500
+
+
+PAPER_PERCENTS = [100, 80.0, 64.0, 51.3, 41.1, 32.9, 26.4, 21.1, 16.9, 13.5, 10.9, 8.7, 7.0, 5.6, 4.5, 3.6, 2.9]
+
+
+def paper_like_results(ticket_gain: list[float]) -> pd.DataFrame:
+    """Two trials on the paper's schedule: the ticket `ticket_gain[level]` points above dense (98.0 + 0.1 x trial),
+    stopping 500 iterations earlier per level down to 21.1%; reinit 0.1 points per level below dense, 2.5x later."""
+    rows = []
+    for trial in range(2):
+        dense = 98.0 + 0.1 * trial
+        for level, percent in enumerate(PAPER_PERCENTS):
+            stop = 10_000 - 500 * min(level, 7) + 1000 * max(level - 7, 0)
+            common = dict(level=level, trial=trial, percent_remaining=percent, weights_remaining=int(2662 * percent))
+            rows.append(
+                dict(
+                    common,
+                    condition="ticket",
+                    early_stop_iteration=stop,
+                    early_stop_test_accuracy=dense + ticket_gain[level],
+                )
+            )
+            if level:
+                rows.append(
+                    dict(
+                        common,
+                        condition="reinit",
+                        early_stop_iteration=2.5 * stop,
+                        early_stop_test_accuracy=dense - 0.1 * level,
+                    )
+                )
+    return pd.DataFrame(rows)
+
+
+def test_paper_comparison_reads_each_statement_from_the_run():
+    gain = [0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.1, -0.05, -0.5]
+    table = paper_comparison(paper_like_results(gain)).set_index("the paper says")
+    rows = table.to_dict("index")
+    assert len(rows) == 8 and all(v in ("yes", "no", "direction only") for v in table.agrees)
+    sooner = rows["Tickets stop early sooner than the dense network at every level down to 21.1%"]
+    assert sooner["this run"] == "yes: dense at 10,000 ± 0; tickets at 9,500, 9,000, 8,500, 8,000, 7,500, 7,000, 6,500"
+    assert rows["Early stopping at 21.1%, against dense (% earlier)"] == {
+        "paper": "38",
+        "this run": "35 ± 0",
+        "agrees": "yes",
+    }
+    more_accurate = rows["Tickets more accurate than the dense network at every level down to 21.1%"]
+    assert more_accurate["this run"] == "yes: the smallest gain is +0.20 ± 0.00 points, at 80.0%"
+    assert rows["Accuracy at 13.5%, against dense (points)"]["agrees"] == "yes"
+    back = rows["The ticket is back to the dense network's accuracy near 3.6%"]
+    assert back == {
+        "paper": "yes",
+        "this run": "-0.05 ± 0.00 points at 3.6%; first below dense at 3.6%",
+        "agrees": "yes",
+    }
+    reinit = rows["Random reinit loses accuracy against dense after little pruning (by 51.3%)"]
+    assert reinit["this run"] == "first below dense at 80.0%" and reinit["agrees"] == "yes"
+    assert rows["At 21.1%: the ticket's early stop, sooner than reinit's (x)"]["this run"] == "2.50 ± 0.00"
+    assert rows["At 21.1%: the ticket's early stop, sooner than reinit's (x)"]["agrees"] == "yes"
+    ahead = rows["At 21.1%: the ticket's accuracy above reinit's (points)"]
+    assert ahead["this run"] == "+1.10 ± 0.00" and ahead["agrees"] == "direction only"  # 1.1 is over 2x the paper's 0.5
+
+
+def test_paper_comparison_says_no_where_the_run_disagrees_and_skips_levels_it_lacks():
+    gain = [0, 0.2, 0.1, -0.1, 0.1, 0.0, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    rows = paper_comparison(paper_like_results(gain)).set_index("the paper says")["agrees"]
+    assert rows["Tickets more accurate than the dense network at every level down to 21.1%"] == "no"
+    assert rows["Accuracy at 13.5%, against dense (points)"] == "direction only"  # +0.1, not more than +0.3
+    assert rows["The ticket is back to the dense network's accuracy near 3.6%"] == "no"  # below at 51.3% already
+    short = paper_like_results(gain)
+    short = short[short.level <= 5]  # down to 32.9%, as the seed preset: only the reinit statement applies
+    assert list(paper_comparison(short)["the paper says"]) == [
+        "Random reinit loses accuracy against dense after little pruning (by 51.3%)"
+    ]
+    assert paper_comparison(short[short.level <= 2]).empty  # not even 51.3%: nothing to compare
