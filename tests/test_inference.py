@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 
-from lth_helpers.inference import compact, dead_units, inference_forms, load_ticket, network, save_ticket
+from lth_helpers.inference import (
+    add_best_forms,
+    compact,
+    dead_units,
+    inference_forms,
+    load_ticket,
+    network,
+    save_ticket,
+)
 from lth_helpers.model import init_params, layer_shapes
 from lth_helpers.pruning import build_model, full_masks, prune_by_magnitude
 
@@ -80,3 +89,20 @@ def test_a_network_without_dead_units_compacts_to_itself(mnist):
     small = compact(params, masks)
     assert small.shape() == "784-300-100-10" and small.inputs is None  # no gather when every pixel is read
     torch.testing.assert_close(small(mnist.test_x), inference_forms(params, masks)["dense"](mnist.test_x))
+
+
+def test_a_compact_network_with_nothing_removed_is_not_credited_as_faster():
+    table = pd.DataFrame(
+        {
+            "dense_macs": [266_200, 266_200],
+            "compact_macs": [266_200, 200_000],  # level 0: compaction removed nothing
+            **{f"dense_ms_batch{b}": [2.0, 2.0] for b in (1, 1000)},
+            **{f"compact_ms_batch{b}": [1.5, 1.5] for b in (1, 1000)},  # level 0: noise, the same computation
+            "sparse_ms_batch1": [3.0, 3.0],
+            "sparse_ms_batch1000": [3.0, 1.0],
+        }
+    )
+    table = add_best_forms(table)
+    assert list(table.best_form_batch1) == ["dense", "compact"]
+    assert list(table.speedup_batch1) == [1.0, 2.0 / 1.5]
+    assert list(table.best_form_batch1000) == ["dense", "sparse"]
