@@ -3,6 +3,7 @@
     python benchmarks/benchmark.py                 # CPU or GPU, whichever is present: about 2 minutes on a CPU
     python benchmarks/benchmark.py --full-seed     # also times the whole `seed` preset end to end
     python benchmarks/benchmark.py --full-paper    # on a GPU: also times the whole `paper` preset
+    python benchmarks/benchmark.py --full-paper --keep runs/paper-gpu   # and keeps that run's folder
 
 (a) The usual loop: torchvision MNIST through a DataLoader with ToTensor + Normalize, one
     nn.Sequential LeNet-300-100 pruned with prune.l1_unstructured hooks, Adam, batch 60.
@@ -118,10 +119,11 @@ def trainings(cfg) -> int:
     return cfg.trials * (cfg.rounds + 1 + len(cfg.controls) * cfg.rounds)
 
 
-def timed_preset(name: str, data, device: torch.device) -> float:
+def timed_preset(name: str, data, device: torch.device, keep: Path | None = None) -> float:
+    """Wall time of a whole preset from scratch; its run folder is kept in `keep` if given, else discarded."""
     cfg = make_config(name)
     with tempfile.TemporaryDirectory() as folder, Timer(device) as timer:
-        run_experiment(cfg, Path(folder), data, progress=False)
+        run_experiment(cfg, keep or Path(folder), data, overwrite=keep is not None, progress=False)
     return timer.seconds
 
 
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=0, help="iterations per measurement (default: by device)")
     parser.add_argument("--full-seed", action="store_true", help="also time the whole seed preset")
     parser.add_argument("--full-paper", action="store_true", help="also time the whole paper preset")
+    parser.add_argument("--keep", type=Path, help="with --full-paper: keep the paper run in this folder")
     args = parser.parse_args()
     device = torch.device(
         "cuda"
@@ -188,7 +191,7 @@ def main() -> None:
             f"network-epochs/s; ratio {epochs / seconds / usual_seed:.1f}x"
         )
     if args.full_paper:
-        measured["paper preset, whole run"] = timed_preset("paper", data, device)
+        measured["paper preset, whole run"] = timed_preset("paper", data, device, args.keep)
 
     base = rows[0][1]
     print(f"\n| way of training ({name}) | network-iterations/s | vs usual loop |\n|---|---:|---:|")
