@@ -131,19 +131,26 @@ def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
     acc = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_test_accuracy")
     stop = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_iteration")
     percent = results.groupby("level").percent_remaining.first()
+    rows = _ticket_rows(acc, stop, percent)
+    if "reinit" in acc.columns.get_level_values(0):
+        rows += _reinit_rows(acc, stop, percent)
+    return pd.DataFrame(rows, columns=["the paper says", "paper", "this run", "agrees"])
+
+
+def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
+    """The statements about winning tickets against the dense network."""
     at_21, at_13, at_3 = (_level_near(percent, p) for p in (21.1, 13.5, 3.6))
-    ticket_gain = acc["ticket"].sub(acc["ticket", 0], axis=0)  # per trial and level, points above dense
-    ticket_vs_dense = ticket_gain.mean()
+    gain = acc["ticket"].sub(acc["ticket", 0], axis=0)  # per trial and level: points above dense
     rows = []
     if at_21 is not None:
-        levels = range(1, at_21 + 1)
+        levels = list(range(1, at_21 + 1))
         sooner = sum(stop["ticket", lv].mean() < stop["ticket", 0].mean() for lv in levels)
+        stops = ", ".join(f"{stop['ticket', lv].mean():,.0f}" for lv in levels)
         rows.append(
             (
                 "Tickets stop early sooner than the dense network at every level down to 21.1%",
                 "yes",
-                f"at {sooner} of {len(levels)} levels: dense at {_show(stop['ticket', 0], ',.0f')}; tickets at "
-                + ", ".join(f"{stop['ticket', lv].mean():,.0f}" for lv in levels),
+                f"at {sooner} of {len(levels)} levels: dense at {_show(stop['ticket', 0], ',.0f')}; tickets at {stops}",
                 "yes" if sooner == len(levels) else "no",
             )
         )
@@ -151,40 +158,45 @@ def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
         rows.append(
             ("Early stopping at 21.1%, against dense (% earlier)", "38", _show(earlier, ".0f"), _agrees(earlier, 38))
         )
-        worst = ticket_vs_dense[list(levels)].idxmin()
-        above = ticket_vs_dense[worst] > 0
+        worst = gain[levels].mean().idxmin()
+        above = gain[worst].mean() > 0
         rows.append(
             (
                 "Tickets more accurate than the dense network at every level down to 21.1%",
                 "yes",
-                f"{'yes' if above else 'no'}: the smallest gain is {_show(ticket_gain[worst], '+.2f')} points, "
+                f"{'yes' if above else 'no'}: the smallest gain is {_show(gain[worst], '+.2f')} points, "
                 f"at {percent[worst]:.1f}%",
                 "yes" if above else "no",
             )
         )
     if at_13 is not None:
-        gain = ticket_gain[at_13]
         rows.append(
             (
                 "Accuracy at 13.5%, against dense (points)",
                 "more than +0.3",
-                _show(gain, "+.2f"),
-                _agrees(gain, 0.3, True),
+                _show(gain[at_13], "+.2f"),
+                _agrees(gain[at_13], 0.3, at_least=True),
             )
         )
     if at_3 is not None:
-        first = _below_dense_from(ticket_vs_dense)
+        first = _below_dense_from(gain.mean())
         rows.append(
             (
                 "The ticket is back to the dense network's accuracy near 3.6%",
                 "yes",
-                f"{_show(ticket_gain[at_3], '+.2f')} points at {percent[at_3]:.1f}%; "
+                f"{_show(gain[at_3], '+.2f')} points at {percent[at_3]:.1f}%; "
                 + (f"below dense from {percent[first]:.1f}% on" if first is not None else "never stays below dense"),
                 "yes" if first is not None and abs(first - at_3) <= 1 else "no",
             )
         )
-    at_51 = _level_near(percent, 51.3)
-    if "reinit" in acc.columns.get_level_values(0) and at_51 is not None:
+    return rows
+
+
+def _reinit_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
+    """The statements about the random-reinitialization control."""
+    at_51, at_21 = _level_near(percent, 51.3), _level_near(percent, 21.1)
+    rows = []
+    if at_51 is not None:
         first = _below_dense_from(acc["reinit"].sub(acc["ticket", 0], axis=0).mean())
         rows.append(
             (
@@ -194,26 +206,26 @@ def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
                 "yes" if first is not None and first <= at_51 else "no",
             )
         )
-        if at_21 is not None:
-            sooner = stop["reinit", at_21] / stop["ticket", at_21]
-            rows.append(
-                (
-                    "At 21.1%: the ticket's early stop, sooner than reinit's (x)",
-                    "2.51",
-                    _show(sooner, ".2f"),
-                    _agrees(sooner - 1, 1.51),
-                )
+    if at_21 is not None:
+        sooner = stop["reinit", at_21] / stop["ticket", at_21]
+        rows.append(
+            (
+                "At 21.1%: the ticket's early stop, sooner than reinit's (x)",
+                "2.51",
+                _show(sooner, ".2f"),
+                _agrees(sooner - 1, 1.51),
             )
-            ahead = acc["ticket", at_21] - acc["reinit", at_21]
-            rows.append(
-                (
-                    "At 21.1%: the ticket's accuracy above reinit's (points)",
-                    "about +0.5",
-                    _show(ahead, "+.2f"),
-                    _agrees(ahead, 0.5),
-                )
+        )
+        ahead = acc["ticket", at_21] - acc["reinit", at_21]
+        rows.append(
+            (
+                "At 21.1%: the ticket's accuracy above reinit's (points)",
+                "about +0.5",
+                _show(ahead, "+.2f"),
+                _agrees(ahead, 0.5),
             )
-    return pd.DataFrame(rows, columns=["the paper says", "paper", "this run", "agrees"])
+        )
+    return rows
 
 
 def _level_near(percent: pd.Series, target: float) -> int | None:
