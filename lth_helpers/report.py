@@ -115,6 +115,11 @@ def conclusions(results: pd.DataFrame) -> list[str]:
             f"sparsest it reaches {other.early_stop_test_accuracy.iloc[-1]:.2f}% ({-gap.iloc[-1]:+.2f} points "
             f"against the ticket) and stops early at iteration {other.early_stop_iteration.iloc[-1]:.0f}."
         )
+    if results.trial.nunique() == 1:
+        sentences.append(
+            "This run has one trial, so no error bars: differences of a few tenths of a point may be chance; "
+            "run more trials before reading much into them."
+        )
     return sentences
 
 

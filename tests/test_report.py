@@ -38,6 +38,8 @@ def test_conclusions_find_where_the_ticket_stops_beating_the_dense_network():
     assert "first falls below the dense network at 12.5% (96.00%)" in text
     assert "random reinit control is below the ticket at 2 of 3 pruned levels" in text
     assert "it reaches 96.40% (+0.40 points against the ticket)" in text
+    assert "one trial, so no error bars" in text
+    assert "one trial" not in " ".join(conclusions(results([97.0, 97.5, 97.2, 96.0], [0, 97.1, 96.5, 96.4], trials=2)))
 
 
 def test_conclusions_when_the_ticket_is_worse_from_the_start():
