@@ -84,8 +84,10 @@ class BatchSampler:
         if epoch != self._epoch:
             if epoch != self._epoch + 1:
                 raise ValueError(f"BatchSampler walks forward one epoch at a time (asked for epoch {epoch})")
-            perms = [torch.randperm(self.n_examples, generator=g) for g in self.generators]
-            self._epoch, self._permutations = epoch, torch.stack(perms).to(self.device)
+            perms = torch.stack([torch.randperm(self.n_examples, generator=g) for g in self.generators])
+            if self.device.type == "cuda":  # pinned: the copy is asynchronous, the host does not wait for the GPU
+                perms = perms.pin_memory()
+            self._epoch, self._permutations = epoch, perms.to(self.device, non_blocking=True)
         return self._permutations[:, step * self.batch_size : (step + 1) * self.batch_size]
 
 
