@@ -31,7 +31,16 @@ from torch.nn.utils import prune
 from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lth_helpers import StackedMLP, build_model, data_dir, init_params, layer_shapes, load_mnist, make_config  # noqa: E402
+from lth_helpers import (  # noqa: E402
+    StackedMLP,
+    build_model,
+    data_dir,
+    full_masks,
+    init_params,
+    layer_shapes,
+    load_mnist,
+    make_config,
+)
 from lth_helpers.data import MNIST_MEAN, MNIST_STD  # noqa: E402
 from lth_helpers.experiment import run_experiment  # noqa: E402
 from lth_helpers.pruning import prune_by_magnitude  # noqa: E402
@@ -103,7 +112,9 @@ def ours(data, device: torch.device, n_networks: int, iterations: int, eval_ever
     otherwise plain StackedMLP parameters with no masks or hooks at all, the dense reference.
     """
     params = init_params(list(range(n_networks)), 300, 100, "glorot_normal")
-    masks = prune_by_magnitude(build_model(params, _ones(n_networks)), {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1})
+    masks = prune_by_magnitude(
+        build_model(params, full_masks(n_networks, layer_shapes(300, 100))), {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1}
+    )
     common = dict(batch_size=BATCH, learning_rate=1.2e-3, batch_seeds=list(range(n_networks)), progress=False)
 
     def fresh() -> StackedMLP:
@@ -118,10 +129,6 @@ def ours(data, device: torch.device, n_networks: int, iterations: int, eval_ever
     with Timer(device) as timer:
         train_networks(model, data, iterations=iterations, eval_every=eval_every, **common)
     return n_networks * iterations / timer.seconds
-
-
-def _ones(n: int) -> dict[str, torch.Tensor]:
-    return {name: torch.ones(n, *shape) for name, shape in layer_shapes(300, 100).items()}
 
 
 def trainings(cfg) -> int:

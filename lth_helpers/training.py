@@ -101,10 +101,11 @@ def loss_and_gradients(model: StackedMLP, x: torch.Tensor, y: torch.Tensor) -> t
 
 def _grad_buffers(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """The .grad tensors of a layer's trainable weight (weight_orig when pruned) and bias, created once."""
-    for param in (getattr(layer, "weight_orig", layer.weight), layer.bias):
+    weight = layer.weight_orig if hasattr(layer, "weight_orig") else layer.weight
+    for param in (weight, layer.bias):
         if param.grad is None:
             param.grad = torch.empty_like(param)
-    return getattr(layer, "weight_orig", layer.weight).grad, layer.bias.grad
+    return weight.grad, layer.bias.grad
 
 
 class _Stepper:
