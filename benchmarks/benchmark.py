@@ -3,14 +3,15 @@
     python benchmarks/benchmark.py                 # CPU or GPU, whichever is present: about 2 minutes on a CPU
     python benchmarks/benchmark.py --full-seed     # also times the whole `seed` preset end to end
     python benchmarks/benchmark.py --full-paper    # on a GPU: also times the whole `paper` preset
-    python benchmarks/benchmark.py --full-paper --keep runs/paper-gpu   # and keeps that run's folder
+    python benchmarks/benchmark.py --full-paper --keep runs/paper-gpu   # keeps (and resumes) that run's folder
 
 (a) The usual loop: torchvision MNIST through a DataLoader with ToTensor + Normalize, one
     nn.Sequential LeNet-300-100 pruned with prune.l1_unstructured hooks, Adam, batch 60.
 (b) lth_helpers: data on the device, each network's batches sliced from its own permutation, all
     networks of a level stacked into one model, fused Adam, and on CUDA the step in a CUDA graph.
 Both do the same work (LeNet-300-100, batch 60, Adam, a pruned network); we count network-iterations
-per second. GPU times use CUDA events after a warm-up. The table printed last is the result.
+per second. GPU times use CUDA events after a warm-up. The table, and the whole-preset lines after it, are
+the result.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from lth_helpers import (  # noqa: E402
     make_config,
 )
 from lth_helpers.data import MNIST_MEAN, MNIST_STD  # noqa: E402
-from lth_helpers.experiment import run_experiment  # noqa: E402
+from lth_helpers.experiment import RunFolder, run_experiment  # noqa: E402
 from lth_helpers.pruning import prune_by_magnitude  # noqa: E402
 from lth_helpers.training import train_networks  # noqa: E402
 
@@ -136,15 +137,25 @@ def trainings(cfg) -> int:
     return cfg.trials * (cfg.rounds + 1 + len(cfg.controls) * cfg.rounds)
 
 
-def timed_preset(name: str, data, device: torch.device, keep: Path | None = None) -> float:
-    """Wall time of a whole preset from scratch; its run folder is kept in `keep` if given, else discarded."""
+def timed_preset(name: str, data, device: torch.device, keep: Path | None = None) -> tuple[float, float, int]:
+    """Wall time (s) and peak GPU memory (MB, 0 on the CPU) of a whole preset, and the levels already done.
+
+    The run folder is kept in `keep` if given, and a run cut off there resumes (then the time covers only
+    the levels after the ones done); without `keep` the run starts from scratch in a temporary folder.
+    """
     cfg = make_config(name)
-    with tempfile.TemporaryDirectory() as folder, Timer(device) as timer:
-        run_experiment(cfg, keep or Path(folder), data, overwrite=keep is not None, progress=False)
-    return timer.seconds
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory() as folder:
+        path = keep or Path(folder)
+        done = RunFolder(path).levels_done
+        with Timer(device) as timer:
+            run_experiment(cfg, path, data, progress=False)
+    return timer.seconds, peak_memory_mb(device) if device.type == "cuda" else 0.0, done
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    """GPU: the most memory allocated since the last reset; CPU: the process's peak resident memory."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -157,7 +168,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=0, help="iterations per measurement (default: by device)")
     parser.add_argument("--full-seed", action="store_true", help="also time the whole seed preset")
     parser.add_argument("--full-paper", action="store_true", help="also time the whole paper preset")
-    parser.add_argument("--keep", type=Path, help="with --full-paper: keep the paper run in this folder")
+    parser.add_argument(
+        "--keep", type=Path, help="with --full-paper: keep the paper run in this folder (a cut-off run resumes there)"
+    )
     args = parser.parse_args()
     device = torch.device(
         "cuda"
@@ -168,12 +181,13 @@ def main() -> None:
     )
     gpu = device.type == "cuda"
     iterations = args.iterations or (3000 if gpu else 600)
+    usual_iterations = min(iterations, 1000)  # on a GPU the usual loop runs ~100 it/s: 3 timings of 3000 take minutes
     root = data_dir(args.data_dir)
     data = load_mnist(root, 5000, device)
     name = torch.cuda.get_device_name() if gpu else f"{torch.get_num_threads()}-thread CPU"
     print(f"torch {torch.__version__} on {name}; {iterations} iterations per measurement", flush=True)
 
-    rows = [("usual loop: DataLoader + transforms, prune hooks, 1 network", usual_loop(root, device, iterations))]
+    rows = [("usual loop: DataLoader + transforms, prune hooks, 1 network", usual_loop(root, device, usual_iterations))]
     print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} net-it/s", flush=True)
     # The seed preset stacks 2 networks a level (ticket + reinit); the paper's stacks 10 (5 trials x 2).
     for n, eval_every, pruned in (
@@ -192,37 +206,40 @@ def main() -> None:
         rows.append((label, ours(data, device, n, iterations, eval_every, pruned)))
         print(f"{label}: {rows[-1][1]:,.0f} net-it/s", flush=True)
 
-    paper = make_config("paper")
-    paper_work = paper.iterations * trainings(paper)
-    paper_rate = rows[-1][1]
-    measured = {}
-    if args.full_seed:
-        seed = make_config("seed")
-        usual_seed = usual_loop(root, device, iterations, seed.batch_size) * seed.batch_size / 55_000
-        seconds = timed_preset("seed", data, device)
-        epochs = seed.iterations * seed.batch_size / 55_000 * trainings(seed)
-        measured["seed preset, whole run"] = seconds
-        seed_line = (
-            f"seed preset: {epochs:.0f} network-epochs in {seconds:.1f} s = {epochs / seconds:.3f} "
-            f"network-epochs/s; the usual loop at batch {seed.batch_size}: {usual_seed:.3f} "
-            f"network-epochs/s; ratio {epochs / seconds / usual_seed:.1f}x"
-        )
-    if args.full_paper:
-        measured["paper preset, whole run"] = timed_preset("paper", data, device, args.keep)
-
+    # The table first, so that a whole-preset run cut off by a time limit still leaves it.
     base = rows[0][1]
     print(f"\n| way of training ({name}) | network-iterations/s | vs usual loop |\n|---|---:|---:|")
     for label, rate in rows:
         print(f"| {label} | {rate:,.0f} | {rate / base:.1f}x |")
+    paper = make_config("paper")
+    paper_work = paper.iterations * trainings(paper)
     print(
         f"\npaper preset: {paper_work:,} network-iterations; projected from '{rows[-1][0]}': "
-        f"{paper_work / paper_rate / 60:,.1f} min (the usual loop: {paper_work / base / 3600:,.1f} h)"
+        f"{paper_work / rows[-1][1] / 60:,.1f} min (the usual loop: {paper_work / base / 3600:,.1f} h)"
     )
-    for label, seconds in measured.items():
-        print(f"{label}: measured {seconds / 60:.2f} min")
+    print(f"peak memory so far: {peak_memory_mb(device):,.0f} MB ({'GPU, allocated' if gpu else 'CPU, resident'})")
     if args.full_seed:
-        print(seed_line)
-    print(f"peak memory: {peak_memory_mb(device):,.0f} MB ({'GPU, allocated' if gpu else 'CPU, resident'})")
+        seed = make_config("seed")
+        usual_seed = usual_loop(root, device, usual_iterations, seed.batch_size) * seed.batch_size / 55_000
+        seconds, memory, _ = timed_preset("seed", data, device)
+        epochs = seed.iterations * seed.batch_size / 55_000 * trainings(seed)
+        print(
+            f"seed preset, whole run: {seconds:.1f} s{f', peak GPU memory {memory:,.0f} MB' if gpu else ''}; "
+            f"{epochs:.0f} network-epochs = {epochs / seconds:.3f} network-epochs/s; the usual loop at batch "
+            f"{seed.batch_size}: {usual_seed:.3f} network-epochs/s; ratio {epochs / seconds / usual_seed:.1f}x",
+            flush=True,
+        )
+    if args.full_paper:
+        seconds, memory, done = timed_preset("paper", data, device, args.keep)
+        levels = range(done, paper.rounds + 1)
+        work = paper.iterations * paper.trials * sum(1 + len(paper.controls) * (level > 0) for level in levels)
+        what = "whole run" if not done else f"levels {done}-{paper.rounds} (resumed in {args.keep})"
+        print(
+            f"paper preset, {what}: {seconds / 60:.2f} min = {work / seconds:,.0f} network-iterations/s, "
+            f"evaluations included{f'; peak GPU memory {memory:,.0f} MB' if gpu else ''}"
+            if work
+            else f"paper preset: the run in {args.keep} is already complete; nothing was timed"
+        )
 
 
 if __name__ == "__main__":
