@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 LAYERS = ("fc1", "fc2", "fc3")  # the prunable layers, input to output
@@ -60,8 +59,8 @@ class StackedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (n, batch, 784), a batch per network, or (batch, 784) for all -> logits (n, batch, 10)."""
-        h = self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.transpose(-1, -2))))))
-        return h.transpose(1, 2)  # a view: F.cross_entropy(logits.transpose(1, 2), y) reads h as it is
+        h = self.fc3(self.fc2(self.fc1(x.transpose(-1, -2)).relu_()).relu_())  # in place: no copy per layer
+        return h.transpose(1, 2)  # a view: logits.transpose(1, 2) is the contiguous (n, 10, batch) again
 
 
 def layer_shapes(fc1_width: int, fc2_width: int) -> dict[str, tuple[int, int]]:

@@ -53,16 +53,24 @@ class TrainResult:
 
 @torch.no_grad()
 def evaluate(
-    model: StackedMLP, x: torch.Tensor, y: torch.Tensor, chunk: int = 5000
+    model: StackedMLP, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and accuracy (%) of every network on (x, y): two tensors of shape (n,)."""
-    loss_sum = torch.zeros(model.n_networks, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(model.n_networks, dtype=torch.int64, device=x.device)
+    """Mean cross-entropy and accuracy (%) of every network on (x, y): two tensors of shape (n,).
+
+    `chunk` examples go through at a time. By default: all at once on a GPU (fewest kernel launches);
+    on a CPU about 10,000 network-examples, whose activations stay in cache (at 10 networks, 1,000
+    examples a chunk made an evaluation 20% faster than 5,000).
+    """
+    n = model.n_networks
+    if chunk is None:
+        chunk = len(y) if x.device.type == "cuda" else min(5000, max(1000, 10_000 // n))
+    loss_sum = torch.zeros(n, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(n, dtype=torch.int64, device=x.device)
     for start in range(0, len(y), chunk):
-        logits = model(x[start : start + chunk])  # (n, chunk, 10)
-        target = y[start : start + chunk].expand(model.n_networks, -1)
-        loss_sum += F.cross_entropy(logits.transpose(1, 2), target, reduction="none").sum(1).double()
-        correct += (logits.argmax(-1) == target).sum(1)
+        logits = model(x[start : start + chunk]).transpose(1, 2)  # (n, classes, chunk), as the model computes it
+        target = y[start : start + chunk].expand(n, -1)
+        loss_sum += F.cross_entropy(logits, target, reduction="none").sum(1).double()
+        correct += (logits.argmax(1) == target).sum(1)
     return loss_sum / len(y), 100 * correct / len(y)
 
 

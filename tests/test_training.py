@@ -98,6 +98,9 @@ def test_evaluate_reports_each_networks_loss_and_accuracy(tiny_data):
         assert accuracy[i].item() == pytest.approx(
             100 * (logits[i].argmax(1) == tiny_data.test_y).float().mean().item()
         )
+    default_loss, default_accuracy = evaluate(model, tiny_data.test_x, tiny_data.test_y)  # chunked by the device
+    torch.testing.assert_close(default_loss, loss, rtol=1e-6, atol=0)
+    assert torch.equal(default_accuracy, accuracy)
 
 
 def test_training_learns_and_records_every_evaluation(tiny_data):
