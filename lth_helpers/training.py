@@ -193,8 +193,11 @@ def _set_flush_denormal_on_every_thread(on: bool) -> bool:
     flushing = torch.set_flush_denormal(on)
     openmp = _loaded_libgomp()
     if flushing and openmp is not None and torch.get_num_threads() > 1:
-        region = _PARALLEL_REGION(lambda _: torch.set_flush_denormal(on))
-        openmp.GOMP_parallel(region, None, torch.get_num_threads(), 0)
+
+        def on_each_thread(_: int | None) -> None:
+            torch.set_flush_denormal(on)
+
+        openmp.GOMP_parallel(_PARALLEL_REGION(on_each_thread), None, torch.get_num_threads(), 0)
     return flushing
 
 
