@@ -152,19 +152,31 @@ def inference_forms(params: Params, masks: dict[str, torch.Tensor]) -> dict[str,
 
 
 @torch.inference_mode()
-def median_latency(module: nn.Module, x: torch.Tensor, repeats: int = 30, warmup: int = 5) -> float:
-    """Median seconds of one forward pass over `x`, after `warmup` passes (on CUDA, synchronized each pass)."""
+def median_latencies(
+    modules: dict[str, nn.Module], x: torch.Tensor, repeats: int = 30, warmup: int = 5
+) -> dict[str, float]:
+    """Median seconds of one forward pass over `x` for each module (on CUDA, synchronized each pass).
+
+    The modules take turns, one pass each, so that the machine's drift and hiccups fall on all of them
+    alike (timed one module after another, a batch-1 pass of about 30 us moved by up to 17% between
+    them), and the order rotates every round, because a pass ran about 5% faster in second place than
+    in first (measured with two copies of the same network).
+    """
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    for _ in range(warmup):
-        module(x)
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        module(x)
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    for module in modules.values():
+        for _ in range(warmup):
+            module(x)
+    times: dict[str, list[float]] = {name: [] for name in modules}
+    names = list(modules)
+    for round_ in range(repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            module = modules[name]
+            sync()
+            start = time.perf_counter()
+            module(x)
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def level_inference_row(
@@ -182,13 +194,12 @@ def level_inference_row(
         "compact_shape": forms["compact"].shape(),
         **dead_units(masks),
     }
-    for form, module in forms.items():
-        row[f"{form}_bytes"] = module.n_bytes()
-        for device in ("cpu", "cuda") if cuda else ("cpu",):
-            on_device, inputs = module.to(device), x.to(device)
-            for batch in BATCH_SIZES:
-                key = f"{form}_ms_batch{batch}" + ("_cuda" if device == "cuda" else "")
-                row[key] = 1000 * median_latency(on_device, inputs[:batch], repeats)
+    row.update({f"{form}_bytes": module.n_bytes() for form, module in forms.items()})
+    for device in ("cpu", "cuda") if cuda else ("cpu",):
+        on_device, inputs = {form: module.to(device) for form, module in forms.items()}, x.to(device)
+        for batch in BATCH_SIZES:
+            for form, seconds in median_latencies(on_device, inputs[:batch], repeats).items():
+                row[f"{form}_ms_batch{batch}" + ("_cuda" if device == "cuda" else "")] = 1000 * seconds
     return row
 
 

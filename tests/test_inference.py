@@ -11,6 +11,7 @@ from lth_helpers.inference import (
     dead_units,
     inference_forms,
     load_ticket,
+    median_latencies,
     network,
     save_ticket,
 )
@@ -106,3 +107,21 @@ def test_a_compact_network_with_nothing_removed_is_not_credited_as_faster():
     assert list(table.best_form_batch1) == ["dense", "compact"]
     assert list(table.speedup_batch1) == [1.0, 2.0 / 1.5]
     assert list(table.best_form_batch1000) == ["dense", "sparse"]
+
+
+def test_latency_forms_take_turns_in_rotating_order():
+    calls = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name: str):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(self.name)
+            return x
+
+    medians = median_latencies({n: Recorder(n) for n in "abc"}, torch.zeros(1), repeats=6, warmup=2)
+    assert set(medians) == {"a", "b", "c"} and all(m >= 0 for m in medians.values())
+    timed = calls[6:]  # after 2 warm-up passes of each
+    assert [timed[i : i + 3] for i in range(0, 18, 3)] == [list("abc"), list("bca"), list("cab")] * 2
