@@ -132,9 +132,9 @@ def ours(data, device: torch.device, n_networks: int, iterations: int, eval_ever
     return n_networks * iterations / timer.seconds
 
 
-def trainings(cfg) -> int:
-    """Networks trained in a run: the tickets at every level, the controls at every pruned level."""
-    return cfg.trials * (cfg.rounds + 1 + len(cfg.controls) * cfg.rounds)
+def trainings(cfg, first_level: int = 0) -> int:
+    """Networks trained in a run from `first_level` on: the tickets at every level, the controls at every pruned one."""
+    return cfg.trials * sum(1 + len(cfg.controls) * (level > 0) for level in range(first_level, cfg.rounds + 1))
 
 
 def timed_preset(name: str, data, device: torch.device, keep: Path | None = None) -> tuple[float, float, int]:
@@ -231,8 +231,7 @@ def main() -> None:
         )
     if args.full_paper:
         seconds, memory, done = timed_preset("paper", data, device, args.keep)
-        levels = range(done, paper.rounds + 1)
-        work = paper.iterations * paper.trials * sum(1 + len(paper.controls) * (level > 0) for level in levels)
+        work = paper.iterations * trainings(paper, done)
         what = "whole run" if not done else f"levels {done}-{paper.rounds} (resumed in {args.keep})"
         print(
             f"paper preset, {what}: {seconds / 60:.2f} min = {work / seconds:,.0f} network-iterations/s, "

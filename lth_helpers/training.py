@@ -14,6 +14,7 @@ The host waits for the device only at evaluation points.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import time
 import warnings
@@ -201,6 +202,7 @@ def _set_flush_denormal_on_every_thread(on: bool) -> bool:
     return flushing
 
 
+@functools.cache
 def _loaded_libgomp() -> ctypes.CDLL | None:
     """The libgomp that torch runs its CPU threads with (Linux builds), or None: never loads a second copy.
 
