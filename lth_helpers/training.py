@@ -3,9 +3,11 @@
     result = train_networks(model, data, iterations=1000, batch_size=60, learning_rate=1.2e-3,
                             eval_every=100, batch_seeds=[1, 2])
 
-One Adam optimizer over the stacked tensors is the same as one Adam per network: Adam is
-elementwise, and the loss is the sum of the networks' own mean losses, so network i's gradient is
-exactly the gradient of its own loss. The gradients of the three layers are written out by hand
+One Adam optimizer over the stacked tensors is the same as one Adam per network, up to rounding: Adam
+is elementwise, and the loss is the sum of the networks' own mean losses, so network i's gradient is
+exactly the gradient of its own loss. (The rounding: torch's fused CPU Adam updates the elements past
+the tensor's last full vector on a scalar path, so which network's last biases take it depends on the
+stack size.) The gradients of the three layers are written out by hand
 (`loss_and_gradients`, tested equal to autograd's). On CUDA the training step is captured once in a
 CUDA graph and replayed, because a network this small is bound by kernel launches, not arithmetic.
 The host waits for the device only at evaluation points.
