@@ -108,9 +108,18 @@ def loss_and_gradients(model: StackedMLP, x: torch.Tensor, y: torch.Tensor) -> t
         if hasattr(layer, "weight_mask"):
             weight_grad.mul_(layer.weight_mask)
         torch.sum(grad, 2, out=bias_grad)
-        if layer is not layers[0]:  # back through the layer and the ReLU that made h: relu'(z) = (h > 0)
-            grad = torch.bmm(layer.weight.transpose(1, 2), grad).mul_(h > 0)
+        if layer is not layers[0]:  # back through the layer, then the ReLU that made h: zero where h = 0
+            grad = _relu_backward(torch.bmm(layer.weight.transpose(1, 2), grad), h)
     return losses
+
+
+def _relu_backward(grad: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """grad where the ReLU's output h is positive, else 0: ATen's ReLU backward, the kernel autograd runs.
+
+    One pass over the tensors. `grad.mul_(h > 0)` built a bool tensor and then took a type-promoting
+    multiply: 60 against 11 us a 2-network step on a 2-core CPU, 185 against 22 us at 10 networks.
+    """
+    return torch.ops.aten.threshold_backward(grad, h, 0)
 
 
 def _grad_buffers(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
