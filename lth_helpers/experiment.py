@@ -90,10 +90,8 @@ def run_experiment(
     if not (run.path / "masks" / "level_00.pt").exists():
         dense = full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width))
         run.save_masks(0, {"ticket": dense, "random_prune": dense})
-    levels = tqdm(range(cfg.rounds + 1), desc="levels", initial=run.levels_done, disable=not progress)
-    for level in levels:
-        if level < run.levels_done:
-            continue
+    first, n_levels = run.levels_done, cfg.rounds + 1  # a resumed run starts after the levels already done
+    for level in tqdm(range(first, n_levels), desc="levels", total=n_levels, initial=first, disable=not progress):
         masks = run.load_masks(level)
         rewind_point = run.load("rewind.pt") if level and cfg.rewind_iteration else theta_0
         networks = level_networks(cfg, level, rewind_point, masks)

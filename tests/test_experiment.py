@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -119,7 +121,7 @@ def test_same_seed_same_results_and_another_seed_other_results(tmp_path, tiny_da
     assert not _without_timing(tmp_path / "a").equals(_without_timing(tmp_path / "c"))
 
 
-def test_a_run_killed_after_a_level_resumes_to_the_uninterrupted_result(tmp_path, tiny_data, monkeypatch):
+def test_a_run_killed_after_a_level_resumes_to_the_uninterrupted_result(tmp_path, tiny_data, monkeypatch, capsys):
     cfg = small(rounds=3)
     run(cfg, tmp_path / "whole", tiny_data)
     real_train = experiment.train_networks
@@ -134,7 +136,10 @@ def test_a_run_killed_after_a_level_resumes_to_the_uninterrupted_result(tmp_path
         run(cfg, tmp_path / "cut", tiny_data)
     assert RunFolder(tmp_path / "cut").levels_done == 2
     monkeypatch.setattr(experiment, "train_networks", real_train)
-    run(cfg, tmp_path / "cut", tiny_data)
+    capsys.readouterr()
+    run_experiment(cfg, tmp_path / "cut", tiny_data, progress=True)
+    counts = re.findall(r"levels: +\d+%\|[^|]*\| (\d+)/(\d+)", capsys.readouterr().err)
+    assert counts[0] == ("2", "4") and counts[-1] == ("4", "4")  # the bar starts at the levels done, ends full
     pd.testing.assert_frame_equal(_without_timing(tmp_path / "whole"), _without_timing(tmp_path / "cut"))
     for level in range(1, cfg.rounds + 1):
         whole, cut = RunFolder(tmp_path / "whole").load_masks(level), RunFolder(tmp_path / "cut").load_masks(level)
