@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         if field.name == "preset":
             continue
         values = "; ".join(f"{name}: {_show(getattr(make_config(name), field.name))}" for name in PRESETS)
+        flags = dict.fromkeys((f"--{field.name.replace('_', '-')}", f"--{field.name}"))  # --prune-rate, --prune_rate
         fields.add_argument(
-            f"--{field.name}",
+            *flags,
+            dest=field.name,
             type=_parser_for(field),
             default=None,
             metavar="VALUE",

@@ -12,19 +12,19 @@ import pandas as pd
 import pytest
 import torch
 
-from lth_helpers.cli import main
+from lth_helpers.cli import build_parser, main
 from tests.conftest import REPO
 
 BAD_INPUT = {
     "unknown preset": ["--preset", "lenet5"],
     "unknown field": ["--momentum", "0.9"],
     "unknown control": ["--controls", "reinit,shuffle"],
-    "rate of zero": ["--prune_rate", "0"],
+    "rate of zero": ["--prune-rate", "0"],
     "rate of one": ["--prune_rate_output", "1"],
     "negative rate": ["--prune_rate", "-0.2"],
     "zero iterations": ["--iterations", "0"],
     "negative trials": ["--trials", "-1"],
-    "zero batch": ["--batch_size", "0"],
+    "zero batch": ["--batch-size", "0"],
     "not a number": ["--learning_rate", "fast"],
     "not a boolean": ["--global_pruning", "maybe"],
     "rewind past the end": ["--iterations", "100", "--rewind_iteration", "100"],
@@ -66,9 +66,14 @@ def test_help_lists_every_config_field_with_each_presets_value(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     text = capsys.readouterr().out
-    for field in ("--iterations", "--prune_rate_output", "--rewind_iteration", "--controls", "--global_pruning"):
+    for field in ("--iterations", "--prune-rate-output", "--rewind_iteration", "--controls", "--global-pruning"):
         assert field in text
     assert "paper: 50000" in text.replace("\n", " ").replace("  ", " ")
+
+
+def test_a_field_takes_its_flag_with_dashes_or_with_its_own_underscores():
+    for spelling in ("--prune-rate-output", "--prune_rate_output"):
+        assert build_parser().parse_args([spelling, "0.3"]).prune_rate_output == 0.3
 
 
 def test_smoke_preset_end_to_end_on_real_mnist(tmp_path):
