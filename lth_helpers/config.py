@@ -20,6 +20,7 @@ import torch
 CONTROLS = ("reinit", "random_prune")  # the baselines that can be trained beside the ticket
 INITS = ("glorot_normal", "kaiming_uniform")
 DEVICES = ("auto", "cpu", "cuda")
+MNIST_TRAIN_IMAGES = 60_000  # validation images are held out of these
 
 
 class ConfigError(ValueError):
@@ -135,8 +136,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"controls lists a condition twice: {','.join(cfg.controls)}")
     if cfg.rewind_iteration >= cfg.iterations:
         raise ConfigError(f"rewind_iteration ({cfg.rewind_iteration}) must be below iterations ({cfg.iterations})")
-    if cfg.val_size >= 60_000 - cfg.batch_size:
-        raise ConfigError(f"val_size ({cfg.val_size}) leaves too few of MNIST's 60,000 training images")
+    if cfg.val_size >= MNIST_TRAIN_IMAGES:
+        raise ConfigError(f"val_size ({cfg.val_size}) must leave some of MNIST's 60,000 training images to train on")
+    if cfg.batch_size > MNIST_TRAIN_IMAGES - cfg.val_size:
+        raise ConfigError(
+            f"batch_size ({cfg.batch_size}) is more than the {MNIST_TRAIN_IMAGES - cfg.val_size:,} training images "
+            f"that val_size ({cfg.val_size}) leaves"
+        )
 
 
 def resolve_device(name: str = "auto") -> torch.device:

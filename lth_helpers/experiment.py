@@ -222,7 +222,12 @@ class RunFolder:
 
     @classmethod
     def check(cls, path: Path, cfg: Config, overwrite: bool = False) -> None:
-        """Raise RunFolderError if `path` holds a run of another config (and overwrite is off); writes nothing."""
+        """Raise RunFolderError if `path` cannot be a run folder or holds a run of another config (and overwrite is
+        off); writes nothing."""
+        nearest = next(p for p in (path, *path.parents) if p.exists())
+        if not nearest.is_dir():
+            where = f"{path} is a file" if nearest == path else f"{nearest} is a file, so {path} cannot be made"
+            raise RunFolderError(f"{where}: a run needs a folder; choose another")
         saved = cls(path).saved_config()
         if saved is not None and not overwrite and saved.short_hash() != cfg.short_hash():
             changed = [k for k, v in cfg.to_dict().items() if k != "preset" and saved.to_dict()[k] != v]

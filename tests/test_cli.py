@@ -28,6 +28,8 @@ BAD_INPUT = {
     "not a number": ["--learning_rate", "fast"],
     "not a boolean": ["--global_pruning", "maybe"],
     "rewind past the end": ["--iterations", "100", "--rewind_iteration", "100"],
+    "batch above the training set": ["--batch-size", "55001"],
+    "no training images left": ["--val-size", "60000"],
     "unknown device": ["--device", "tpu"],
     **({} if torch.cuda.is_available() else {"cuda without a GPU": ["--device", "cuda"]}),
 }
@@ -52,6 +54,23 @@ def test_a_folder_of_another_config_exits_2_and_is_left_alone(tmp_path, capsys):
         main(["--preset", "smoke", "--out", str(out)])
     assert exit_.value.code == 2 and "--overwrite" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["config.json"]
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["out is a file", "out is under a file"])
+def test_a_run_folder_where_a_file_is_exits_2_and_leaves_the_file_alone(inside, tmp_path, capsys):
+    file = tmp_path / "notes.txt"
+    file.write_text("keep me")
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "smoke", "--out", str(file / "run" if inside else file)])
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and error.count("\n") == 1 and f"{file} is a file" in error
+    assert file.read_text() == "keep me"
+
+
+def test_a_batch_too_big_for_the_training_set_is_blamed_on_the_batch(capsys):
+    with pytest.raises(SystemExit):
+        main(["--preset", "smoke", "--batch-size", "55001"])
+    assert "batch_size (55001) is more than the 55,000 training images" in capsys.readouterr().err
 
 
 def test_missing_data_names_the_files_and_the_folder(tmp_path, capsys, monkeypatch):
