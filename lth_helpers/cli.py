@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ExperimentError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a folder that cannot be written, a full disk: finished levels are on disk already
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished levels are kept in {out}; the same command resumes", file=sys.stderr)
         return 130

@@ -67,6 +67,16 @@ def test_a_run_folder_where_a_file_is_exits_2_and_leaves_the_file_alone(inside, 
     assert file.read_text() == "keep me"
 
 
+def test_a_run_folder_that_cannot_be_written_exits_1_with_one_line(tmp_path, capsys, monkeypatch):
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("lth_helpers.experiment.RunFolder.open", refuse)
+    assert main(["--preset", "smoke", "--no-progress", "--out", str(tmp_path / "run")]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Permission denied" in error and str(tmp_path / "run") in error
+
+
 def test_a_batch_too_big_for_the_training_set_is_blamed_on_the_batch(capsys):
     with pytest.raises(SystemExit):
         main(["--preset", "smoke", "--batch-size", "55001"])
