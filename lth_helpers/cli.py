@@ -4,7 +4,8 @@
     python -m lth_helpers --preset paper --trials 2 --controls reinit,random_prune
     python -m lth_helpers --help          # every config field, with each preset's value
 
-Exit status 2 for bad input (nothing is written), 1 when the data is missing or training diverges.
+Exit status 2 for bad input (nothing is written); 1 when the data is missing, training diverges or the run folder
+cannot be written (finished levels are kept); 130 when interrupted (the same command resumes).
 """
 
 from __future__ import annotations
