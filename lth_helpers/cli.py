@@ -109,10 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\nThe paper's statements about LeNet-300-100, and this run:")
             print(comparison.to_string(index=False))
         report_inference(out, data.test_x, cfg.rounds)
-    except (DataError, ExperimentError) as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:  # a folder that cannot be written, a full disk: finished levels are on disk already
+    except (DataError, ExperimentError, OSError) as error:  # OSError: a folder that cannot be written, a full disk
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -137,7 +137,9 @@ def validate(cfg: Config) -> None:
     if cfg.rewind_iteration >= cfg.iterations:
         raise ConfigError(f"rewind_iteration ({cfg.rewind_iteration}) must be below iterations ({cfg.iterations})")
     if cfg.val_size >= MNIST_TRAIN_IMAGES:
-        raise ConfigError(f"val_size ({cfg.val_size}) must leave some of MNIST's 60,000 training images to train on")
+        raise ConfigError(
+            f"val_size ({cfg.val_size}) must leave some of MNIST's {MNIST_TRAIN_IMAGES:,} training images to train on"
+        )
     if cfg.batch_size > MNIST_TRAIN_IMAGES - cfg.val_size:
         raise ConfigError(
             f"batch_size ({cfg.batch_size}) is more than the {MNIST_TRAIN_IMAGES - cfg.val_size:,} training images "
