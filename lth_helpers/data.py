@@ -19,7 +19,14 @@ from torchvision.datasets import MNIST
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the standard statistics of MNIST's training images
 SPLIT_SEED = 20190306  # fixes which training images form the validation set, in every run
-MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# The official MNIST files (uncompressed IDX) and their sizes in bytes: a 16-byte header and 28 x 28 bytes an image,
+# an 8-byte header and 1 byte a label. A file of another size is damaged: named in the error, not called missing.
+MNIST_FILES = {
+    "train-images-idx3-ubyte": 16 + 60_000 * 784,
+    "train-labels-idx1-ubyte": 8 + 60_000,
+    "t10k-images-idx3-ubyte": 16 + 10_000 * 784,
+    "t10k-labels-idx1-ubyte": 8 + 10_000,
+}
 
 
 class DataError(RuntimeError):
@@ -44,15 +51,33 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
 def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     try:
         dataset = MNIST(root=str(root), train=train, download=True)
-    except Exception as error:  # no network, a proxy, a read-only folder: all end the same way
-        raw = root / "MNIST" / "raw"
-        raise DataError(
-            f"MNIST is not in {raw} and could not be downloaded ({type(error).__name__}: {error}). "
-            f"Put the four official files {', '.join(MNIST_FILES)} (uncompressed IDX, as from "
-            f"yann.lecun.com) in {raw}, or point --data-dir / $LTH_DATA_DIR at the folder that holds MNIST/raw."
-        ) from None
+    except Exception as error:  # no network, a proxy, a read-only folder, a damaged file: each gets its message
+        raise DataError(_why_unreadable(root / "MNIST" / "raw", error)) from None
     images = (dataset.data.reshape(len(dataset.data), -1).float() / 255 - MNIST_MEAN) / MNIST_STD
     return images, dataset.targets.long()
+
+
+def _why_unreadable(raw: Path, error: Exception) -> str:
+    """One line on why MNIST could not be loaded from `raw`: a file of the wrong size, unreadable files, or none."""
+    reason = f"{type(error).__name__}: {error}".strip().rstrip(":")
+    official = f"the four official files {', '.join(MNIST_FILES)} (uncompressed IDX, as from yann.lecun.com)"
+    sizes = {name: (raw / name).stat().st_size for name in MNIST_FILES if (raw / name).is_file()}
+    wrong_size = [
+        f"{name} is {size:,} bytes, not {MNIST_FILES[name]:,}"
+        for name, size in sizes.items()
+        if size != MNIST_FILES[name]
+    ]
+    if wrong_size:
+        return (
+            f"MNIST in {raw} is damaged: {'; '.join(wrong_size)} (an interrupted copy or another file). "
+            f"Replace it with the official file, or delete it to download it again."
+        )
+    if len(sizes) == len(MNIST_FILES):
+        return f"MNIST in {raw} could not be read ({reason}); put {official} there instead."
+    return (
+        f"MNIST is not in {raw} and could not be downloaded ({reason}). Put {official} in {raw}, "
+        f"or point --data-dir / $LTH_DATA_DIR at the folder that holds MNIST/raw."
+    )
 
 
 def load_mnist(root: Path, val_size: int, device: torch.device) -> MNISTSplits:

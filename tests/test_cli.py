@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from lth_helpers.cli import build_parser, main
+from lth_helpers.data import MNIST_FILES
 from tests.conftest import REPO
 
 BAD_INPUT = {
@@ -89,6 +91,27 @@ def test_missing_data_names_the_files_and_the_folder(tmp_path, capsys, monkeypat
     error = capsys.readouterr().err
     assert code == 1
     assert "train-images-idx3-ubyte" in error and str(tmp_path / "nowhere" / "MNIST" / "raw") in error
+
+
+DAMAGE = {  # how the train images file is spoiled, and what the error must then say
+    "truncated": (lambda data: data[:1_000_000], "train-images-idx3-ubyte is 1,000,000 bytes, not 47,040,016"),
+    "another format": (lambda data: b"\0\0\0\0" + data[4:], "could not be read"),  # right size, wrong header
+}
+
+
+@pytest.mark.parametrize(("damage", "message"), DAMAGE.values(), ids=DAMAGE.keys())
+def test_a_damaged_mnist_file_is_named_in_one_line_not_called_missing(damage, message, tmp_path, capsys):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    real = Path(os.environ["LTH_DATA_DIR"]) / "MNIST" / "raw"
+    for name in MNIST_FILES:
+        (raw / name).symlink_to(real / name)
+    (raw / "train-images-idx3-ubyte").unlink()
+    (raw / "train-images-idx3-ubyte").write_bytes(damage((real / "train-images-idx3-ubyte").read_bytes()))
+    code = main(["--preset", "smoke", "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run")])
+    error = capsys.readouterr().err
+    assert code == 1 and error.count("\n") == 1
+    assert f"MNIST in {raw}" in error and message in error and "downloaded" not in error
 
 
 def test_help_lists_every_config_field_with_each_presets_value(capsys):
