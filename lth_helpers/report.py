@@ -17,11 +17,12 @@ CONTROL_NAMES = {"reinit": "random reinit", "random_prune": "random pruning"}
 
 
 def _mean_std(values: pd.core.groupby.SeriesGroupBy, digits: int) -> pd.Series:
-    """'mean ± std' per group, or just the mean when every group has one value."""
+    """'mean ± std' per group, or just the mean when every group has one value, as text with `digits` decimals."""
+    show = f"{{:.{digits}f}}".format  # 97.70 and 4085, not 97.7 and 4085.0
     mean, std, count = values.mean(), values.std(), values.count()
     if count.max() <= 1:
-        return mean.round(digits)
-    return mean.map(f"{{:.{digits}f}}".format) + " ± " + std.map(f"{{:.{digits}f}}".format)
+        return mean.map(show)
+    return mean.map(show) + " ± " + std.map(show)
 
 
 def sparsity_table(masks: dict) -> pd.DataFrame:
@@ -57,7 +58,7 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
         table[f"{control} acc"] = _mean_std(group.final_test_accuracy, 2)
         table[f"{control} stop acc"] = _mean_std(group.early_stop_test_accuracy, 2)
     table["time s"] = by_level.train_seconds.first().round(1)
-    return table.fillna("—")
+    return table.fillna("—")  # the controls' columns, text, at level 0
 
 
 def conclusions(results: pd.DataFrame) -> list[str]:

@@ -52,6 +52,8 @@ def test_summary_table_shows_mean_and_std_over_trials():
     assert table.loc[1, "stop acc"] == "97.55 ± 0.07"
     assert table.loc[0, "reinit acc"] == "—"
     assert table.loc[1, "weights"] == 500
+    one_trial = summary_table(results([97.0, 97.5], [0, 97.1]))
+    assert (one_trial.loc[1, "stop acc"], one_trial.loc[1, "stop iter"]) == ("97.50", "200")  # not 97.5, 200.0
 
 
 PAPER_PERCENTS = [100, 80.0, 64.0, 51.3, 41.1, 32.9, 26.4, 21.1, 16.9, 13.5, 10.9, 8.7, 7.0, 5.6, 4.5, 3.6, 2.9]
