@@ -59,7 +59,7 @@ def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _why_unreadable(raw: Path, error: Exception) -> str:
     """One line on why MNIST could not be loaded from `raw`: a file of the wrong size, unreadable files, or none."""
-    reason = f"{type(error).__name__}: {error}".strip().rstrip(":")
+    reason = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(":")  # torchvision's span several lines
     official = f"the four official files {', '.join(MNIST_FILES)} (uncompressed IDX, as from yann.lecun.com)"
     sizes = {name: (raw / name).stat().st_size for name in MNIST_FILES if (raw / name).is_file()}
     wrong_size = [

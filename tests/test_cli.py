@@ -85,11 +85,12 @@ def test_a_batch_too_big_for_the_training_set_is_blamed_on_the_batch(capsys):
     assert "batch_size (55001) is more than the 55,000 training images" in capsys.readouterr().err
 
 
-def test_missing_data_names_the_files_and_the_folder(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("torchvision.datasets.MNIST.download", lambda self: (_ for _ in ()).throw(OSError("offline")))
+def test_missing_data_names_the_files_and_the_folder_in_one_line(tmp_path, capsys, monkeypatch):
+    offline = RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\nno network\n")
+    monkeypatch.setattr("torchvision.datasets.MNIST.download", lambda self: (_ for _ in ()).throw(offline))
     code = main(["--preset", "smoke", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")])
     error = capsys.readouterr().err
-    assert code == 1
+    assert code == 1 and error.count("\n") == 1 and "got: no network" in error
     assert "train-images-idx3-ubyte" in error and str(tmp_path / "nowhere" / "MNIST" / "raw") in error
 
 
