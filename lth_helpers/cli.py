@@ -5,7 +5,7 @@
     python -m lth_helpers --help          # every config field, with each preset's value
 
 Exit status 2 for bad input (nothing is written); 1 when the data is missing, training diverges or the run folder
-cannot be written (finished levels are kept); 130 when interrupted (the same command resumes).
+cannot be written or read back (finished levels are kept); 130 when interrupted (the same command resumes).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\nThe paper's statements about LeNet-300-100, and this run:")
             print(comparison.to_string(index=False))
         report_inference(out, data.test_x, cfg.rounds)
-    except (DataError, ExperimentError, OSError) as error:  # OSError: a folder that cannot be written, a full disk
+    except (DataError, ExperimentError, RunFolderError, OSError) as error:  # OSError: unwritable folder, full disk
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,8 +275,18 @@ class RunFolder:
 
     @property
     def levels_done(self) -> int:
+        return self._progress()["levels_done"]
+
+    def _progress(self) -> dict:
+        """progress.json: the levels finished, and how many rows of each table they hold."""
         file = self.path / "progress.json"
-        return json.loads(file.read_text())["levels_done"] if file.exists() else 0
+        if not file.exists():
+            return {"levels_done": 0, "rows": {}}
+        try:
+            progress = json.loads(file.read_text())
+            return {"levels_done": int(progress["levels_done"]), "rows": dict(progress.get("rows", {}))}
+        except (ValueError, KeyError, TypeError) as error:
+            raise _damaged(file, error) from None
 
     def cached(self, name: str, make) -> dict[str, torch.Tensor]:
         if not (self.path / name).exists():
@@ -288,7 +299,10 @@ class RunFolder:
         os.replace(tmp, self.path / name)
 
     def load(self, name: str) -> dict[str, torch.Tensor]:
-        return torch.load(self.path / name, weights_only=True)
+        try:
+            return torch.load(self.path / name, weights_only=True)
+        except (FileNotFoundError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+            raise _damaged(self.path / name, error) from None
 
     def save_masks(self, level: int, masks: dict[str, Masks]) -> None:
         flat = {f"{condition}.{layer}": m for condition, stack in masks.items() for layer, m in stack.items()}
@@ -302,24 +316,48 @@ class RunFolder:
         return masks
 
     def results(self) -> pd.DataFrame:
-        return _read_csv(self.path / "results.csv", self.levels_done)
+        return self._read_csv("results.csv")
 
     def curves(self) -> pd.DataFrame:
-        return _read_csv(self.path / "curves.csv", self.levels_done)
+        return self._read_csv("curves.csv")
+
+    def _read_csv(self, name: str) -> pd.DataFrame:
+        """The rows of the finished levels, as many as progress.json recorded; rows of a level cut off before
+        progress.json said it was finished are dropped."""
+        progress, file = self._progress(), self.path / name
+        if not progress["levels_done"]:
+            return pd.DataFrame()
+        try:
+            if not file.read_bytes().endswith(b"\n"):
+                raise ValueError("it ends in the middle of a row")
+            table = pd.read_csv(file)
+            finished = table[table["level"] < progress["levels_done"]].reset_index(drop=True)
+        except (OSError, ValueError, KeyError) as error:  # missing, cut short, unparsable, no level column
+            raise _damaged(file, error) from None
+        recorded = progress["rows"].get(name, len(finished))  # run folders of older versions recorded no counts
+        if len(finished) != recorded:
+            raise _damaged(
+                file, ValueError(f"{len(finished)} rows of finished levels, progress.json recorded {recorded}")
+            )
+        return finished
 
     def finish_level(self, level: int, rows: list[dict], curves: list[dict]) -> None:
         """Append the level's rows, then mark it finished: a crash in between only repeats the level."""
+        counts = {}
         for name, new, old in (("results.csv", rows, self.results()), ("curves.csv", curves, self.curves())):
             table = pd.concat([old, pd.DataFrame(new)], ignore_index=True) if len(old) else pd.DataFrame(new)
             _write_atomic(self.path / name, table.to_csv(index=False))
-        _write_atomic(self.path / "progress.json", json.dumps({"levels_done": level + 1}) + "\n")
+            counts[name] = len(table)
+        _write_atomic(self.path / "progress.json", json.dumps({"levels_done": level + 1, "rows": counts}) + "\n")
 
 
-def _read_csv(file: Path, levels_done: int) -> pd.DataFrame:
-    if not file.exists():
-        return pd.DataFrame()
-    table = pd.read_csv(file)
-    return table[table["level"] < levels_done].reset_index(drop=True)  # drop a level cut off mid-write
+def _damaged(file: Path, error: Exception) -> RunFolderError:
+    """A run-folder file that cannot be read (cut short by a failed copy or sync, edited, deleted)."""
+    reason = " ".join(str(error).split()).split(". ")[0]  # torch's explanation runs to several sentences
+    return RunFolderError(
+        f"{file} cannot be read ({type(error).__name__}: {reason}); the run folder is damaged: "
+        f"start the run again with --overwrite (in Python: overwrite=True), or choose another folder"
+    )
 
 
 def _write_atomic(file: Path, text: str) -> None:

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from lth_helpers.cli import build_parser, main
+from lth_helpers.config import make_config
 from lth_helpers.data import MNIST_FILES
+from lth_helpers.experiment import run_experiment
 from tests.conftest import REPO
 
 BAD_INPUT = {
@@ -113,6 +115,17 @@ def test_a_damaged_mnist_file_is_named_in_one_line_not_called_missing(damage, me
     error = capsys.readouterr().err
     assert code == 1 and error.count("\n") == 1
     assert f"MNIST in {raw}" in error and message in error and "downloaded" not in error
+
+
+def test_a_damaged_run_folder_exits_1_with_one_line_and_is_left_as_it_was(tmp_path, tiny_data, capsys):
+    out = tmp_path / "run"
+    run_experiment(make_config("smoke"), out, tiny_data, progress=False)
+    (out / "init.pt").write_bytes((out / "init.pt").read_bytes()[:1000])
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    assert main(["--preset", "smoke", "--out", str(out), "--no-progress"]) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and f"{out / 'init.pt'} cannot be read" in error and "--overwrite" in error
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
 
 
 def test_help_lists_every_config_field_with_each_presets_value(capsys):

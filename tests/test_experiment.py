@@ -154,6 +154,35 @@ def test_a_folder_of_another_config_is_refused_unless_overwritten(tmp_path, tiny
     assert sorted(results.level.unique()) == [0, 1, 2]
 
 
+READERS = {  # each file of a run folder, and what reads it back
+    "progress.json": lambda folder: folder.levels_done,
+    "init.pt": lambda folder: folder.load("init.pt"),
+    "masks/level_01.pt": lambda folder: folder.load_masks(1),
+    "results.csv": lambda folder: folder.results(),
+    "curves.csv": lambda folder: folder.curves(),
+}
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_a_file_of_the_run_folder_cut_short_is_named_not_misread(name, tmp_path, tiny_data):
+    run(small(rounds=1), tmp_path, tiny_data)
+    file = tmp_path / name
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])  # a copy or a sync that stopped halfway
+    with pytest.raises(RunFolderError, match=f"^{re.escape(str(file))} cannot be read .*--overwrite"):
+        READERS[name](RunFolder(tmp_path))
+
+
+def test_rows_lost_at_a_row_boundary_are_noticed_and_rows_of_an_unfinished_level_are_dropped(tmp_path, tiny_data):
+    run(small(rounds=1), tmp_path, tiny_data)
+    folder, file = RunFolder(tmp_path), tmp_path / "results.csv"
+    results = folder.results()
+    file.write_text(pd.concat([results, results.assign(level=2)]).to_csv(index=False))  # killed before progress.json
+    pd.testing.assert_frame_equal(folder.results(), results)
+    file.write_text(results.iloc[:-1].to_csv(index=False))
+    with pytest.raises(RunFolderError, match="7 rows of finished levels, progress.json recorded 8"):
+        folder.results()
+
+
 def test_divergence_names_level_condition_trial_and_iteration_and_keeps_finished_levels(
     tmp_path, tiny_data, monkeypatch
 ):
