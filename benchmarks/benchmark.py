@@ -10,8 +10,8 @@
 (b) lth_helpers: data on the device, each network's batches sliced from its own permutation, all
     networks of a level stacked into one model, fused Adam, and on CUDA the step in a CUDA graph.
 Both do the same work (LeNet-300-100, batch 60, Adam, a pruned network); we count network-iterations
-per second. GPU times use CUDA events after a warm-up. The table, and the whole-preset lines after it, are
-the result.
+per second. GPU times use CUDA events after a warm-up. The table is printed as soon as it is measured (a run cut
+off later still leaves it) and, when a whole preset was timed too, again at the end with that preset's result.
 """
 
 from __future__ import annotations
@@ -218,27 +218,43 @@ def main() -> None:
         f"{paper_work / rows[-1][1] / 60:,.1f} min (the usual loop: {paper_work / base / 3600:,.1f} h)"
     )
     print(f"peak memory so far: {peak_memory_mb(device):,.0f} MB ({'GPU, allocated' if gpu else 'CPU, resident'})")
+    finals = []  # (what, result) of each whole-preset run, for the summary printed last
     if args.full_seed:
         seed = make_config("seed")
         usual_seed = usual_loop(root, device, usual_iterations, seed.batch_size) * seed.batch_size / 55_000
         seconds, memory, _ = timed_preset("seed", data, device)
         epochs = seed.iterations * seed.batch_size / 55_000 * trainings(seed)
-        print(
-            f"seed preset, whole run: {seconds:.1f} s{f', peak GPU memory {memory:,.0f} MB' if gpu else ''}; "
-            f"{epochs:.0f} network-epochs = {epochs / seconds:.3f} network-epochs/s; the usual loop at batch "
-            f"{seed.batch_size}: {usual_seed:.3f} network-epochs/s; ratio {epochs / seconds / usual_seed:.1f}x",
-            flush=True,
+        finals.append(
+            (
+                "seed preset, whole run",
+                f"{seconds:.1f} s{f', peak GPU memory {memory:,.0f} MB' if gpu else ''}; {epochs:.0f} network-epochs = "
+                f"{epochs / seconds:.3f} network-epochs/s; the usual loop at batch {seed.batch_size}: "
+                f"{usual_seed:.3f} network-epochs/s; ratio {epochs / seconds / usual_seed:.1f}x",
+            )
         )
+        print(f"{finals[-1][0]}: {finals[-1][1]}", flush=True)
     if args.full_paper:
         seconds, memory, done = timed_preset("paper", data, device, args.keep)
         work = paper.iterations * trainings(paper, done)
-        what = "whole run" if not done else f"levels {done}-{paper.rounds} (resumed in {args.keep})"
-        print(
-            f"paper preset, {what}: {seconds / 60:.2f} min = {work / seconds:,.0f} network-iterations/s, "
-            f"evaluations included{f'; peak GPU memory {memory:,.0f} MB' if gpu else ''}"
-            if work
-            else f"paper preset: the run in {args.keep} is already complete; nothing was timed"
+        what = "paper preset, " + (
+            "whole run" if not done else f"levels {done}-{paper.rounds} (resumed in {args.keep})"
         )
+        finals.append(
+            (
+                what,
+                f"{seconds / 60:.2f} min = {work / seconds:,.0f} network-iterations/s, evaluations included"
+                f"{f'; peak GPU memory {memory:,.0f} MB' if gpu else ''}"
+                if work
+                else f"the run in {args.keep} is already complete; nothing was timed",
+            )
+        )
+        print(f"{finals[-1][0]}: {finals[-1][1]}", flush=True)
+    if finals:  # the short table, last: every measurement of this run
+        print(f"\n| {name} | result |\n|---|---|")
+        for label, rate in rows:
+            print(f"| {label} | {rate:,.0f} network-iterations/s, {rate / base:.1f}x the usual loop |")
+        for what, result in finals:
+            print(f"| {what} | {result} |")
 
 
 if __name__ == "__main__":
