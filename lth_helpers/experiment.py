@@ -11,7 +11,8 @@ initialization) or the same sparsity (`random_prune`: random masks, theta_0). Al
 The run folder holds config.json, init.pt (theta_0 of every trial), rewind.pt (late rewinding only),
 masks/level_NN.pt, tickets/level_NN.pt (trial 0's trained ticket), results.csv, curves.csv and
 progress.json; a level counts as finished once progress.json says so, and a rerun continues after
-the last finished level.
+the last finished level. progress.json also records each table's row count, so that a file damaged
+later (a copy or a sync cut short) is named in a RunFolderError rather than misread.
 """
 
 from __future__ import annotations
