@@ -1,14 +1,18 @@
-"""On a GPU: the CUDA-graph training step must give what the eager step gives. Skipped without CUDA."""
+"""On a GPU: the CUDA-graph training step gives what the eager step gives, and the inference forms run there as on
+the CPU. Skipped without CUDA."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
 from lth_helpers.data import MNISTSplits
+from lth_helpers.inference import BATCH_SIZES, FORMS, add_best_forms, inference_forms, level_inference_row
 from lth_helpers.model import init_params, layer_shapes
 from lth_helpers.pruning import build_model, full_masks, prune_by_magnitude
 from lth_helpers.training import train_networks
+from tests.test_inference import pruned_network_with_dead_units
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -41,3 +45,16 @@ def test_cuda_graph_training_equals_eager_training(tiny_data):
         if key.endswith("weight"):
             assert bool((results[True].params[key][masks[key.split(".")[0]].cuda() == 0] == 0).all())
     torch.testing.assert_close(results[True].metrics["test_accuracy"], results[False].metrics["test_accuracy"])
+
+
+def test_every_inference_form_computes_on_cuda_what_it_computes_on_the_cpu(tiny_data):
+    params, masks, _ = pruned_network_with_dead_units()
+    x = tiny_data.test_x
+    for form, module in inference_forms(params, masks).items():
+        on_cpu = module(x)
+        torch.testing.assert_close(module.to("cuda")(x.cuda()).cpu(), on_cpu, rtol=1e-4, atol=1e-4, msg=form)
+    table = add_best_forms(pd.DataFrame([level_inference_row(params, masks, x, repeats=3, cuda=True)]))
+    for form in FORMS:
+        for batch in BATCH_SIZES:
+            assert table.loc[0, f"{form}_ms_batch{batch}_cuda"] > 0
+    assert table.loc[0, "best_form_batch1000_cuda"] in FORMS
