@@ -1,5 +1,5 @@
-"""On a GPU: the CUDA-graph training step gives what the eager step gives, and the inference forms run there as on
-the CPU. Skipped without CUDA."""
+"""On a GPU: the CUDA-graph training step gives what the eager step gives, the inference forms run there as on the
+CPU, and the command line runs the smoke preset end to end. Skipped without CUDA."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lth_helpers.cli import main
 from lth_helpers.data import MNISTSplits
 from lth_helpers.inference import BATCH_SIZES, FORMS, add_best_forms, inference_forms, level_inference_row
 from lth_helpers.model import init_params, layer_shapes
@@ -58,3 +59,12 @@ def test_every_inference_form_computes_on_cuda_what_it_computes_on_the_cpu(tiny_
         for batch in BATCH_SIZES:
             assert table.loc[0, f"{form}_ms_batch{batch}_cuda"] > 0
     assert table.loc[0, "best_form_batch1000_cuda"] in FORMS
+
+
+@pytest.mark.filterwarnings("error:CUDA graph capture failed")
+def test_the_smoke_preset_runs_end_to_end_on_cuda(tmp_path):
+    out = tmp_path / "smoke"
+    assert main(["--preset", "smoke", "--device", "cuda", "--out", str(out), "--no-progress"]) == 0
+    results, inference = pd.read_csv(out / "results.csv"), pd.read_csv(out / "inference.csv")
+    assert len(results) == 4 and (results.final_test_accuracy > 90).all()
+    assert (inference.dense_ms_batch1000_cuda > 0).all()
