@@ -44,6 +44,7 @@ def _per_condition(results: pd.DataFrame, column: str) -> dict[str, pd.DataFrame
 
 
 def _against_weights(results: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
+    results = results[results.percent_remaining > 0]  # a level pruned to nothing has no place on a log axis
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for condition, stats in _per_condition(results, column).items():
@@ -52,9 +53,9 @@ def _against_weights(results: pd.DataFrame, column: str, ylabel: str, title: str
         ax.errorbar(stats.x, stats["mean"], yerr=err, label=label, color=color, marker=marker, markersize=4, capsize=3)
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ticks = sorted(set(results.percent_remaining.round(1)), reverse=True)
+    ticks = sorted(set(results.percent_remaining), reverse=True)  # the levels' own percentages
     ax.set_xticks(ticks[:: max(1, len(ticks) // 10)])
-    ax.xaxis.set_major_formatter("{x:g}")
+    ax.xaxis.set_major_formatter("{x:.3g}")  # 51.3, 3.58, 0.0101: three digits at any sparsity
     ax.minorticks_off()
     ax.set_xlabel("percent of weights remaining (log scale)")
     ax.set_ylabel(ylabel)
