@@ -43,8 +43,13 @@ def _per_condition(results: pd.DataFrame, column: str) -> dict[str, pd.DataFrame
     return out
 
 
+def _on_log_axis(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows a log axis of percent remaining can show: a level pruned to nothing (0%) has no place on it."""
+    return table[table.percent_remaining > 0]
+
+
 def _against_weights(results: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
-    results = results[results.percent_remaining > 0]  # a level pruned to nothing has no place on a log axis
+    results = _on_log_axis(results)
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for condition, stats in _per_condition(results, column).items():
@@ -116,6 +121,7 @@ def save_figures(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> 
 
 def plot_inference(table: pd.DataFrame) -> Figure:
     """Inference latency against % of weights remaining, one line per form, at batch 1 and batch 1000."""
+    table = _on_log_axis(table)
     fig = Figure(figsize=(10, 4), layout="constrained")
     for i, batch in enumerate(BATCH_SIZES):
         ax = fig.add_subplot(1, len(BATCH_SIZES), i + 1)
