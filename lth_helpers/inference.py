@@ -19,6 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -153,7 +154,7 @@ def inference_forms(params: Params, masks: dict[str, torch.Tensor]) -> dict[str,
 
 @torch.inference_mode()
 def median_latencies(
-    modules: dict[str, nn.Module], x: torch.Tensor, repeats: int = 30, warmup: int = 5
+    modules: Mapping[str, nn.Module], x: torch.Tensor, repeats: int = 30, warmup: int = 5
 ) -> dict[str, float]:
     """Median seconds of one forward pass over `x` for each module (on CUDA, synchronized each pass).
 

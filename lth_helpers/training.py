@@ -138,7 +138,8 @@ class _Stepper:
 
     def __init__(self, model: StackedMLP, optimizer: torch.optim.Optimizer, data: MNISTSplits, use_graph: bool):
         self.model, self.optimizer, self.data = model, optimizer, data
-        self.use_graph, self.graph, self.steps = use_graph, None, 0
+        self.use_graph, self.steps = use_graph, 0
+        self.graph: torch.cuda.CUDAGraph | None = None
 
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
         if not self.use_graph:
