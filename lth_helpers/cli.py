@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _show(value: Any) -> str:
     return ",".join(value) or "none" if isinstance(value, tuple) else str(value)
 
@@ -96,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     try:
         data = load_mnist(data_dir(args.data_dir), cfg.val_size, device)
+        controls = ", ".join(cfg.controls) if cfg.rounds else ""  # controls train only at pruned levels
         print(
-            f"{cfg.run_name()}: {cfg.rounds + 1} levels x {cfg.trials} trial(s), ticket + "
-            f"{', '.join(cfg.controls) or 'no controls'}, on {device}; run folder {out}"
+            f"{cfg.run_name()}: {_count(cfg.rounds + 1, 'level')} x {_count(cfg.trials, 'trial')}, "
+            f"ticket + {controls or 'no controls'}, on {device}; run folder {out}"
         )
         results = run_experiment(cfg, out, data, overwrite=args.overwrite, progress=not args.no_progress)
         save_figures(results, RunFolder(out).curves(), out)
