@@ -18,6 +18,7 @@ later (a copy or a sync cut short) is named in a RunFolderError rather than misr
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -329,9 +330,10 @@ class RunFolder:
         if not progress["levels_done"]:
             return pd.DataFrame()
         try:
-            if not file.read_bytes().endswith(b"\n"):
+            text = file.read_bytes()
+            if not text.endswith(b"\n"):
                 raise ValueError("it ends in the middle of a row")
-            table = pd.read_csv(file)
+            table = pd.read_csv(io.BytesIO(text))  # the bytes just checked: the file is read once
             finished = table[table["level"] < progress["levels_done"]].reset_index(drop=True)
         except (OSError, ValueError, KeyError) as error:  # missing, cut short, unparsable, no level column
             raise _damaged(file, error) from None
