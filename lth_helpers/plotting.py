@@ -16,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .inference import BATCH_SIZES, FORMS
-from .report import CONTROL_NAMES
+from .report import CONTROL_NAMES, format_percent
 
 STYLE = {
     "ticket": ("winning ticket", "tab:blue", "o"),
@@ -98,7 +98,7 @@ def plot_curves(curves: pd.DataFrame, results: pd.DataFrame, condition: str = "t
     for level in curve_levels(results):
         rows = curves[(curves.condition == condition) & (curves.level == level)]
         mean = rows.groupby("iteration").test_accuracy.mean()
-        ax.plot(mean.index, mean.values, label=f"{percent[level]:.1f}%")
+        ax.plot(mean.index, mean.values, label=format_percent(percent[level]))
     ax.set_xlabel("training iteration")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Test accuracy during training: {STYLE[condition][0]}, by % of weights remaining")

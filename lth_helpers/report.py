@@ -25,6 +25,12 @@ def _mean_std(values: pd.core.groupby.SeriesGroupBy, digits: int) -> pd.Series:
     return mean.map(show) + " ± " + std.map(show)
 
 
+def format_percent(percent: float) -> str:
+    """A percentage of weights, as the paper quotes its levels: one decimal (21.1%); below 1%, two significant
+    digits, so that a level of 0.0101% reads 0.01%, not 0.0%."""
+    return f"{percent:.1f}%" if percent >= 1 else f"{percent:.2g}%"
+
+
 def sparsity_table(masks: dict) -> pd.DataFrame:
     """Surviving weights per layer of the first network in `masks` (layer name -> (n, out, in))."""
     rows = {name: {"weights": m[0].numel(), "remaining": int(m[0].sum())} for name, m in masks.items()}
@@ -82,13 +88,14 @@ def conclusions(results: pd.DataFrame) -> list[str]:
         best = pruned.loc[best_level]
         sentences.append(
             f"The winning ticket matches or beats the dense network at every level down to "
-            f"{last.percent_remaining:.1f}% of weights remaining; at best it is "
-            f"{best.early_stop_test_accuracy - dense_acc:+.2f} points above it, at {best.percent_remaining:.1f}%."
+            f"{format_percent(last.percent_remaining)} of weights remaining; at best it is "
+            f"{best.early_stop_test_accuracy - dense_acc:+.2f} points above it, "
+            f"at {format_percent(best.percent_remaining)}."
         )
         if not keeps.all():
             first_below = pruned[~keeps].iloc[0]
             sentences.append(
-                f"It first falls below the dense network at {first_below.percent_remaining:.1f}% "
+                f"It first falls below the dense network at {format_percent(first_below.percent_remaining)} "
                 f"({first_below.early_stop_test_accuracy:.2f}%)."
             )
         else:
@@ -96,12 +103,12 @@ def conclusions(results: pd.DataFrame) -> list[str]:
     else:
         first = pruned.iloc[0]
         sentences.append(
-            f"The winning ticket is below the dense network already at {first.percent_remaining:.1f}% "
+            f"The winning ticket is below the dense network already at {format_percent(first.percent_remaining)} "
             f"({first.early_stop_test_accuracy:.2f}%, {first.early_stop_test_accuracy - dense_acc:+.2f} points)."
         )
     sparsest = pruned.iloc[-1]
     sentences.append(
-        f"At the sparsest level, {sparsest.percent_remaining:.1f}% of weights, the ticket reaches "
+        f"At the sparsest level, {format_percent(sparsest.percent_remaining)} of weights, the ticket reaches "
         f"{sparsest.early_stop_test_accuracy:.2f}% ({sparsest.early_stop_test_accuracy - dense_acc:+.2f} "
         f"points against dense) and stops early at iteration {sparsest.early_stop_iteration:.0f}."
     )
@@ -171,7 +178,7 @@ def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
                 "Tickets more accurate than the dense network at every level down to 21.1%",
                 "yes",
                 f"{'yes' if above else 'no'}: the smallest gain is {_show(gain[worst], '+.2f')} points, "
-                f"at {percent[worst]:.1f}%",
+                f"at {format_percent(percent[worst])}",
                 "yes" if above else "no",
             )
         )
@@ -190,8 +197,12 @@ def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
             (
                 "The ticket is back to the dense network's accuracy near 3.6%",
                 "yes",
-                f"{_show(gain[at_3], '+.2f')} points at {percent[at_3]:.1f}%; "
-                + (f"below dense from {percent[first]:.1f}% on" if first is not None else "never stays below dense"),
+                f"{_show(gain[at_3], '+.2f')} points at {format_percent(percent[at_3])}; "
+                + (
+                    f"below dense from {format_percent(percent[first])} on"
+                    if first is not None
+                    else "never stays below dense"
+                ),
                 "yes" if first is not None and abs(first - at_3) <= 1 else "no",
             )
         )
@@ -208,7 +219,9 @@ def _reinit_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
             (
                 "Random reinit loses accuracy against dense after little pruning (by 51.3%)",
                 "yes",
-                f"below dense from {percent[first]:.1f}% on" if first is not None else "never stays below dense",
+                f"below dense from {format_percent(percent[first])} on"
+                if first is not None
+                else "never stays below dense",
                 "yes" if first is not None and first <= at_51 else "no",
             )
         )
@@ -289,7 +302,7 @@ def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
 def inference_conclusions(table: pd.DataFrame) -> list[str]:
     """Sentences about what the tickets save at inference, every number read from `table`."""
     last = table.iloc[-1]
-    at = f"{last.percent_remaining:.1f}% of weights"
+    at = f"{format_percent(last.percent_remaining)} of weights"
     sizes = {form: last[f"{form}_bytes"] for form in FORMS}
     smallest = min(sizes, key=sizes.get)
     sentences = [
@@ -312,7 +325,8 @@ def inference_conclusions(table: pd.DataFrame) -> list[str]:
             continue
         first = faster.iloc[0]
         sentences.append(
-            f"At batch {batch}, the ticket first runs faster than dense at {first.percent_remaining:.1f}% of weights "
+            f"At batch {batch}, the ticket first runs faster than dense at "
+            f"{format_percent(first.percent_remaining)} of weights "
             f"({first[f'speedup_batch{batch}']:.2f}x); at {at} the best form, {best}, takes "
             f"{last[f'{best}_ms_batch{batch}']:.3f} ms against {dense_ms:.3f} ms dense "
             f"({last[f'speedup_batch{batch}']:.2f}x)."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lth_helpers.report import conclusions, paper_comparison, summary_table
+from lth_helpers.report import conclusions, format_percent, paper_comparison, summary_table
 
 
 def results(ticket: list[float], reinit: list[float], trials: int = 1) -> pd.DataFrame:
@@ -45,6 +45,21 @@ def test_conclusions_find_where_the_ticket_stops_beating_the_dense_network():
 def test_conclusions_when_the_ticket_is_worse_from_the_start():
     text = " ".join(conclusions(results([97.0, 96.5], [0, 96.0])))
     assert "below the dense network already at 50.0% (96.50%, -0.50 points)" in text
+
+
+def test_a_level_below_one_percent_is_not_printed_as_zero():
+    table = results([97.0, 97.5, 96.0], [0, 97.1, 95.0])
+    table.loc[table.level == 2, "percent_remaining"] = 0.0101  # 27 weights of 266,200
+    text = " ".join(conclusions(table))
+    assert "At the sparsest level, 0.01% of weights" in text and " 0.0%" not in text
+    assert [format_percent(p) for p in (100, 21.07, 3.58, 0.96, 0.0101, 0)] == [
+        "100.0%",
+        "21.1%",
+        "3.6%",
+        "0.96%",
+        "0.01%",
+        "0%",
+    ]
 
 
 def test_summary_table_shows_mean_and_std_over_trials():
