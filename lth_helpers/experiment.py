@@ -12,7 +12,8 @@ The run folder holds config.json, init.pt (theta_0 of every trial), rewind.pt (l
 masks/level_NN.pt, tickets/level_NN.pt (trial 0's trained ticket), results.csv, curves.csv and
 progress.json; a level counts as finished once progress.json says so, and a rerun continues after
 the last finished level. progress.json also records each table's row count, so that a file damaged
-later (a copy or a sync cut short) is named in a RunFolderError rather than misread.
+later (a copy or a sync cut short) is named in a RunFolderError rather than misread. A run holds
+its folder (an OS lock on run.lock) so that a second run cannot write there at the same time.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pandas as pd
 import torch
@@ -34,6 +36,11 @@ from .data import MNISTSplits
 from .model import LAYERS, Params, concat, init_params, layer_shapes, select
 from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_magnitude, random_masks_like
 from .training import DivergenceError, TrainResult, train_networks
+
+try:
+    import fcntl  # POSIX: the lock that keeps two runs out of one folder
+except ImportError:  # Windows: run folders are not locked
+    fcntl = None
 
 CONDITIONS = ("ticket", "reinit", "random_prune")
 RUN_FILES = (
@@ -49,6 +56,7 @@ RUN_FILES = (
     "*.png",
     "ticket_level_*.pt",
 )  # what --overwrite removes: this tool's files only
+LOCK_FILE = "run.lock"  # held (flock) by the run using the folder; empty, and left in place
 
 
 class RunFolderError(RuntimeError):
@@ -82,7 +90,13 @@ def run_experiment(
     cfg: Config, out_dir: Path, data: MNISTSplits, *, overwrite: bool = False, progress: bool = True
 ) -> pd.DataFrame:
     """Run (or resume) every level of `cfg` in `out_dir`; returns results.csv as a DataFrame."""
-    run = RunFolder.open(Path(out_dir), cfg, overwrite)
+    with RunFolder.open(Path(out_dir), cfg, overwrite) as run:  # no other run can use the folder meanwhile
+        _run_levels(cfg, run, data, progress)
+        return run.results()
+
+
+def _run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool) -> None:
+    """The algorithm, from the first level `run` has not finished to the last."""
     device = data.train_x.device
     theta_0 = run.cached(
         "init.pt",
@@ -109,7 +123,6 @@ def run_experiment(
             next_random = random_masks_like(next_ticket, masks["random_prune"], generator)
             run.save_masks(level + 1, {"ticket": next_ticket, "random_prune": next_random})
         run.finish_level(level, level_rows(level, networks, result), curve_rows(level, networks, result))
-    return run.results()
 
 
 def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[str, Masks]) -> list[Network]:
@@ -222,6 +235,7 @@ class RunFolder:
 
     def __init__(self, path: Path):
         self.path = path
+        self._lock: IO | None = None
 
     @classmethod
     def check(cls, path: Path, cfg: Config, overwrite: bool = False) -> None:
@@ -241,18 +255,63 @@ class RunFolder:
 
     @classmethod
     def open(cls, path: Path, cfg: Config, overwrite: bool = False) -> RunFolder:
-        """Create the folder for `cfg`, or reopen it if it holds the same config; refuse another config."""
-        cls.check(path, cfg, overwrite)
+        """Create the folder for `cfg`, or reopen it if it holds the same config; refuse another config, and a folder
+        that another run is using. Use it as `with RunFolder.open(...) as run:` to hold the folder until the end."""
+        cls.check(path, cfg, overwrite)  # before anything is written
         run = cls(path)
-        saved = run.saved_config()
-        if saved is not None and overwrite:
-            run.clear()
         path.mkdir(parents=True, exist_ok=True)
-        (path / "masks").mkdir(exist_ok=True)
-        (path / "tickets").mkdir(exist_ok=True)
-        if saved is None or overwrite:
-            _write_atomic(path / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        run._hold()
+        try:
+            cls.check(path, cfg, overwrite)  # again, now held: a run that held it a moment ago may have left its config
+            saved = run.saved_config()
+            if saved is not None and overwrite:
+                run.clear()
+            (path / "masks").mkdir(exist_ok=True)
+            (path / "tickets").mkdir(exist_ok=True)
+            if saved is None or overwrite:
+                _write_atomic(path / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+        except BaseException:
+            run.release()
+            raise
         return run
+
+    def _hold(self) -> None:
+        """Lock the folder for this process: two runs in one folder would each append every level's rows.
+
+        An OS lock (flock) on run.lock, which the OS drops when the process ends, however it ends: a killed
+        run never leaves the folder locked. Where there is no such lock (Windows, a file system without locks,
+        a folder this process cannot write to, which no run can then damage) the folder is not guarded.
+        """
+        if fcntl is None:
+            return
+        try:
+            handle = open(self.path / LOCK_FILE, "a")
+        except OSError:
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RunFolderError(
+                f"{self.path} is in use by another run (in another terminal or notebook); "
+                f"wait for it to finish or stop it, or choose another folder"
+            ) from None
+        except OSError:  # the file system has no locks
+            handle.close()
+            return
+        self._lock = handle
+
+    def release(self) -> None:
+        """Let another run use the folder (closing the file drops the lock)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     def saved_config(self) -> Config | None:
         file = self.path / "config.json"

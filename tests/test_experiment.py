@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -14,6 +16,7 @@ from lth_helpers.experiment import ExperimentError, RunFolder, RunFolderError, l
 from lth_helpers.model import LAYERS, select
 from lth_helpers.pruning import build_model, count_remaining
 from lth_helpers.training import DivergenceError
+from tests.conftest import REPO
 
 
 def small(**overrides):
@@ -181,6 +184,37 @@ def test_rows_lost_at_a_row_boundary_are_noticed_and_rows_of_an_unfinished_level
     file.write_text(results.iloc[:-1].to_csv(index=False))
     with pytest.raises(RunFolderError, match="7 rows of finished levels, progress.json recorded 8"):
         folder.results()
+
+
+HOLD_THE_FOLDER = """
+import sys, time
+from pathlib import Path
+from lth_helpers.experiment import RunFolder
+folder = Path(sys.argv[1])
+run = RunFolder.open(folder, RunFolder(folder).saved_config())  # held until this process ends
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(experiment.fcntl is None, reason="run folders are locked with flock, a POSIX call")
+def test_a_folder_in_use_by_another_run_is_refused_untouched_and_free_once_that_run_is_killed(tmp_path, tiny_data):
+    cfg = small(rounds=1)
+    run(cfg, tmp_path, tiny_data)
+    files = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_FOLDER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        for overwrite in (False, True):  # --overwrite must not wipe a folder that a run is writing
+            with pytest.raises(RunFolderError, match=f"^{re.escape(str(tmp_path))} is in use by another run"):
+                run_experiment(cfg, tmp_path, tiny_data, overwrite=overwrite, progress=False)
+        assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == files
+    finally:
+        holder.kill()  # SIGKILL: no clean-up code runs, the OS alone drops the lock
+        holder.wait()
+    assert run(cfg, tmp_path, tiny_data).equals(RunFolder(tmp_path).results())  # free again: not refused
 
 
 def test_divergence_names_level_condition_trial_and_iteration_and_keeps_finished_levels(
