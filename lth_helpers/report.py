@@ -286,9 +286,9 @@ def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
             "dead inputs": table.dead_inputs,
             "MACs compact": table.compact_macs,
             "MACs sparse": table.sparse_macs,
-            "KB dense": (table.dense_bytes / 1024).round(0),
-            "KB compact": (table.compact_bytes / 1024).round(0),
-            "KB sparse": (table.sparse_bytes / 1024).round(0),
+            "KB dense": (table.dense_bytes / 1024).round().astype(int),
+            "KB compact": (table.compact_bytes / 1024).round().astype(int),
+            "KB sparse": (table.sparse_bytes / 1024).round().astype(int),
         },
         index=table.level.rename("level"),
     )

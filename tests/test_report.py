@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lth_helpers.report import conclusions, format_percent, paper_comparison, summary_table
+from lth_helpers.inference import BATCH_SIZES, FORMS
+from lth_helpers.report import conclusions, format_percent, inference_summary, paper_comparison, summary_table
 
 
 def results(ticket: list[float], reinit: list[float], trials: int = 1) -> pd.DataFrame:
@@ -147,3 +148,24 @@ def test_paper_comparison_says_no_where_the_run_disagrees_and_skips_levels_it_la
         "Random reinit loses accuracy against dense after little pruning (by 51.3%)"
     ]
     assert paper_comparison(short[short.level <= 2]).empty  # not even 51.3%: nothing to compare
+
+
+def test_the_inference_summary_shows_sizes_in_whole_kilobytes():
+    table = pd.DataFrame(
+        {
+            "level": [0, 1],
+            "percent_remaining": [100.0, 80.0],
+            "compact_shape": ["784-300-100-10"] * 2,
+            "dead_inputs": [0, 0],
+            "compact_macs": [266_200] * 2,
+            "sparse_macs": [266_200, 212_960],
+            "dense_bytes": [1_064_840] * 2,
+            "compact_bytes": [1_064_840] * 2,
+            "sparse_bytes": [2_133_684, 1_707_204],
+            **{f"{form}_ms_batch{batch}": [0.04, 0.03] for form in FORMS for batch in BATCH_SIZES},
+            **{f"speedup_batch{batch}": [1.0, 1.0] for batch in BATCH_SIZES},
+        }
+    )
+    summary = inference_summary(table)
+    assert summary.loc[1, ["KB dense", "KB sparse"]].tolist() == [1040, 1667]
+    assert "1040.0" not in summary.to_string()  # printed as 1040, not as a float
