@@ -1,7 +1,10 @@
-"""On a GPU: the CUDA-graph training step gives what the eager step gives, the inference forms run there as on the
-CPU, and the command line runs the smoke preset end to end. Skipped without CUDA."""
+"""On a GPU: the CUDA-graph training step gives what the eager step gives, the host waits for the GPU only at
+evaluations, the inference forms run there as on the CPU, and the command line runs the smoke preset end to end.
+Skipped without CUDA."""
 
 from __future__ import annotations
+
+import warnings
 
 import pandas as pd
 import pytest
@@ -46,6 +49,36 @@ def test_cuda_graph_training_equals_eager_training(tiny_data):
         if key.endswith("weight"):
             assert bool((results[True].params[key][masks[key.split(".")[0]].cuda() == 0] == 0).all())
     torch.testing.assert_close(results[True].metrics["test_accuracy"], results[False].metrics["test_accuracy"])
+
+
+def host_syncs_while_training(data: MNISTSplits, iterations: int) -> int:
+    """How many times the host waits for the GPU in a training run with evaluations at 0, iterations/2 and the end."""
+    model = build_model(init_params([1, 2], 300, 100, "glorot_normal"), full_masks(2, layer_shapes(300, 100))).cuda()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")  # a warning at every synchronizing operation
+        try:
+            train_networks(
+                model,
+                data,
+                iterations=iterations,
+                batch_size=2,  # 600 examples: 300 batches an epoch, so both runs stay in the first epoch
+                learning_rate=2e-3,
+                eval_every=iterations // 2,
+                batch_seeds=[1, 2],
+                progress=False,
+            )
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert not [w for w in caught if "CUDA graph capture failed" in str(w.message)]  # else eager is what we measured
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def test_the_host_waits_for_the_gpu_at_evaluations_not_at_training_steps(tiny_data):
+    data = MNISTSplits(*(t.cuda() for t in vars(tiny_data).values()))
+    host_syncs_while_training(data, 100)  # once first: one-time initialisation may wait too
+    # twice the steps, the same three evaluations: a wait inside the step would add 100
+    assert host_syncs_while_training(data, 100) == host_syncs_while_training(data, 200) > 0
 
 
 def test_every_inference_form_computes_on_cuda_what_it_computes_on_the_cpu(tiny_data):
