@@ -238,9 +238,9 @@ class RunFolder:
         self._lock: IO | None = None
 
     @classmethod
-    def check(cls, path: Path, cfg: Config, overwrite: bool = False) -> None:
+    def check(cls, path: Path, cfg: Config, overwrite: bool = False) -> Config | None:
         """Raise RunFolderError if `path` cannot be a run folder or holds a run of another config (and overwrite is
-        off); writes nothing."""
+        off); writes nothing. Returns the config saved there, if any."""
         nearest = next(p for p in (path, *path.parents) if p.exists())
         if not nearest.is_dir():
             where = f"{path} is a file" if nearest == path else f"{nearest} is a file, so {path} cannot be made"
@@ -252,6 +252,7 @@ class RunFolder:
                 f"{path} holds a run with another config (differs in {', '.join(changed)}); "
                 f"choose another folder or pass --overwrite to replace it"
             )
+        return saved
 
     @classmethod
     def open(cls, path: Path, cfg: Config, overwrite: bool = False) -> RunFolder:
@@ -262,8 +263,7 @@ class RunFolder:
         path.mkdir(parents=True, exist_ok=True)
         run._hold()
         try:
-            cls.check(path, cfg, overwrite)  # again, now held: a run that held it a moment ago may have left its config
-            saved = run.saved_config()
+            saved = cls.check(path, cfg, overwrite)  # again, now held: a run that held it may have left its config
             if saved is not None and overwrite:
                 run.clear()
             (path / "masks").mkdir(exist_ok=True)

@@ -21,9 +21,14 @@ from tests.test_inference import pruned_network_with_dead_units
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
+@pytest.fixture
+def tiny_cuda_data(tiny_data) -> MNISTSplits:
+    return MNISTSplits(*(t.cuda() for t in vars(tiny_data).values()))
+
+
 @pytest.mark.filterwarnings("error:CUDA graph capture failed")  # the eager fallback would compare eager with eager
-def test_cuda_graph_training_equals_eager_training(tiny_data):
-    data = MNISTSplits(*(t.cuda() for t in vars(tiny_data).values()))
+def test_cuda_graph_training_equals_eager_training(tiny_cuda_data):
+    data = tiny_cuda_data
     params = init_params([1, 2, 3], 300, 100, "glorot_normal")
     masks = prune_by_magnitude(
         build_model(params, full_masks(3, layer_shapes(300, 100))), {"fc1": 0.5, "fc2": 0.5, "fc3": 0.2}
@@ -74,8 +79,8 @@ def host_syncs_while_training(data: MNISTSplits, iterations: int) -> int:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
-def test_the_host_waits_for_the_gpu_at_evaluations_not_at_training_steps(tiny_data):
-    data = MNISTSplits(*(t.cuda() for t in vars(tiny_data).values()))
+def test_the_host_waits_for_the_gpu_at_evaluations_not_at_training_steps(tiny_cuda_data):
+    data = tiny_cuda_data
     host_syncs_while_training(data, 100)  # once first: one-time initialisation may wait too
     # twice the steps, the same three evaluations: a wait inside the step would add 100
     assert host_syncs_while_training(data, 100) == host_syncs_while_training(data, 200) > 0
