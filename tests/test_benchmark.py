@@ -13,15 +13,16 @@ import sys
 from tests.conftest import REPO
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark", REPO / "benchmarks" / "benchmark.py")
+def load_script(name: str):
+    """A script of benchmarks/ as a module (the folder is no package)."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / "benchmarks" / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_the_benchmark_prints_every_measurement_that_fits_and_the_paper_projection(monkeypatch, capsys):
-    benchmark = load_benchmark()
+    benchmark = load_script("benchmark.py")
     monkeypatch.setattr(sys, "argv", ["benchmark.py", "--device", "cpu", "--iterations", "30"])
     benchmark.main()
     out = capsys.readouterr().out
@@ -41,7 +42,7 @@ def test_the_benchmark_prints_every_measurement_that_fits_and_the_paper_projecti
 
 
 def test_trainings_counts_the_controls_from_the_first_pruned_level():
-    benchmark = load_benchmark()
+    benchmark = load_script("benchmark.py")
     paper = benchmark.make_config("paper")  # 5 trials; 21 levels; a reinit control at the 20 pruned ones
     assert benchmark.trainings(paper) == 5 * (1 + 20 * 2)
     assert benchmark.trainings(paper, first_level=20) == 5 * 2
