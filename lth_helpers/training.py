@@ -182,7 +182,7 @@ def _side_stream(device: torch.device) -> torch.cuda.Stream:
 
     One for the whole process, not a new one per level: torch hands out its 32 pooled streams in turn, and
     cuBLAS keeps a workspace for every stream it has run on, for good. With a new stream per level, each level at
-    10 networks left 128 MB more allocated on an H200, against 31 MB with this one (tests/test_cuda.py).
+    10 networks left 128 MB more allocated on an H200 (six levels in a row), against 31 MB with this one.
     """
     return torch.cuda.Stream(device)
 
