@@ -106,16 +106,22 @@ def usual_loop(root: Path, device: torch.device, iterations: int, batch: int = B
     return statistics.median(rates)
 
 
+def level_one_stack(n_networks: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Initial weights of n LeNet-300-100s and the masks of one round of the paper's layer-wise pruning."""
+    params = init_params(list(range(n_networks)), 300, 100, "glorot_normal")
+    masks = prune_by_magnitude(
+        build_model(params, full_masks(n_networks, layer_shapes(300, 100))), {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1}
+    )
+    return params, masks
+
+
 def ours(data, device: torch.device, n_networks: int, iterations: int, eval_every: int, pruned: bool = True) -> float:
     """Network-iterations per second of train_networks on n networks (evaluations included).
 
     pruned: one round of layer-wise pruning applied through prune (the masks every level has);
     otherwise plain StackedMLP parameters with no masks or hooks at all, the dense reference.
     """
-    params = init_params(list(range(n_networks)), 300, 100, "glorot_normal")
-    masks = prune_by_magnitude(
-        build_model(params, full_masks(n_networks, layer_shapes(300, 100))), {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1}
-    )
+    params, masks = level_one_stack(n_networks)
     common = dict(batch_size=BATCH, learning_rate=1.2e-3, batch_seeds=list(range(n_networks)), progress=False)
 
     def fresh() -> StackedMLP:

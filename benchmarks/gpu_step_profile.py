@@ -18,19 +18,13 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from lth_helpers import build_model, data_dir, full_masks, init_params, layer_shapes, load_mnist  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]  # the package, and benchmark.py beside this file
+from benchmark import level_one_stack  # noqa: E402
+
+from lth_helpers import build_model, data_dir, load_mnist  # noqa: E402
 from lth_helpers.data import BatchSampler, MNISTSplits  # noqa: E402
-from lth_helpers.pruning import prune_by_magnitude  # noqa: E402
 from lth_helpers.training import _evaluate_all, _Stepper  # noqa: E402
-
-
-def pruned_stack(n: int, device: torch.device):
-    params = init_params(list(range(n)), 300, 100, "glorot_normal")
-    masks = prune_by_magnitude(
-        build_model(params, full_masks(n, layer_shapes(300, 100))), {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1}
-    )
-    return build_model({k: v.to(device) for k, v in params.items()}, {k: v.to(device) for k, v in masks.items()})
 
 
 def microseconds_per_call(fn, reps: int, *args) -> tuple[float, float]:
@@ -49,9 +43,9 @@ def microseconds_per_call(fn, reps: int, *args) -> tuple[float, float]:
 
 def warm_stepper(data: MNISTSplits, n: int, graph: bool = True):
     """A training step for n networks, warmed up (and on CUDA graphs, captured), and one batch of indices."""
-    model = pruned_stack(n, data.train_x.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1.2e-3, capturable=graph, fused=True)
-    step = _Stepper(model, optimizer, data, graph)
+    params, masks = level_one_stack(n)
+    model = build_model(params, masks).to(data.train_x.device)
+    step = _Stepper.with_adam(model, data, 1.2e-3, graph)
     indices = BatchSampler(list(range(n)), len(data.train_y), 60, data.train_x.device).indices(0)
     for _ in range(10):
         step(indices)

@@ -141,6 +141,12 @@ class _Stepper:
         self.use_graph, self.steps = use_graph, 0
         self.graph: torch.cuda.CUDAGraph | None = None
 
+    @classmethod
+    def with_adam(cls, model: StackedMLP, data: MNISTSplits, learning_rate: float, use_graph: bool) -> _Stepper:
+        """The step train_networks takes: fused Adam over every parameter, capturable when the step is a graph."""
+        optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, capturable=use_graph, fused=True)
+        return cls(model, optimizer, data, use_graph)
+
     def __call__(self, indices: torch.Tensor) -> torch.Tensor:
         if not self.use_graph:
             return train_step(self.model, self.optimizer, *get_batch(self.data.train_x, self.data.train_y, indices))
@@ -264,9 +270,8 @@ def train_networks(
     """
     device = data.train_x.device
     use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, capturable=use_graph, fused=True)
     sampler = BatchSampler(batch_seeds, len(data.train_y), batch_size, device)
-    step = _Stepper(model, optimizer, data, use_graph)
+    step = _Stepper.with_adam(model, data, learning_rate, use_graph)
     window = torch.zeros(min(eval_every, iterations), model.n_networks, device=device)  # losses since the last eval
     checkpoints = sorted({0, *range(eval_every, iterations, eval_every), iterations})
     snapshot, start = None, time.perf_counter()

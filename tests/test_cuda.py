@@ -89,10 +89,10 @@ def test_the_host_waits_for_the_gpu_at_evaluations_not_at_training_steps(tiny_cu
 
 
 def test_a_level_leaves_little_gpu_memory_behind(tiny_cuda_data):
-    seeds, shapes = [1, 2], layer_shapes(300, 100)
+    seeds, params = [1, 2], init_params([1, 2], 300, 100, "glorot_normal")
 
     def train_a_level() -> None:
-        model = build_model(init_params(seeds, 300, 100, "glorot_normal"), full_masks(len(seeds), shapes)).cuda()
+        model = build_model(params, full_masks(len(seeds), layer_shapes(300, 100))).cuda()
         common = dict(batch_size=32, learning_rate=2e-3, batch_seeds=seeds, progress=False)
         train_networks(model, tiny_cuda_data, iterations=10, eval_every=5, **common)
         gc.collect()  # the model, optimizer and graph are garbage now, even if some reference cycle held them
@@ -101,7 +101,7 @@ def test_a_level_leaves_little_gpu_memory_behind(tiny_cuda_data):
     held = torch.cuda.memory_allocated()
     for _ in range(3):  # the paper preset trains 21 levels, each with its own model, optimizer and graph
         train_a_level()
-    parameter_bytes = 4 * sum(p.numel() for p in init_params(seeds, 300, 100, "glorot_normal").values())
+    parameter_bytes = 4 * sum(p.numel() for p in params.values())
     # Known, cause not found: about three parameter-sized tensors stay allocated after each level (6.4 MB a level
     # here, 31 MB at 10 networks, on an H200). A new warm-up stream per level added a cuBLAS workspace for each on top
     # (128 MB a level at 10 networks); no growth at all is the goal.
