@@ -9,7 +9,7 @@ inference (what a ticket costs to run: compacted and sparse forms), report (tabl
 conclusions), plotting (the paper's figures), cli.
 """
 
-from .config import Config, ConfigError, make_config, resolve_device
+from .config import Config, ConfigError, default_preset, make_config, resolve_device
 from .data import data_dir, load_mnist
 from .experiment import RunFolder, run_experiment
 from .inference import inference_table, load_ticket, save_ticket
@@ -41,6 +41,7 @@ __all__ = [
     "build_model",
     "conclusions",
     "data_dir",
+    "default_preset",
     "full_masks",
     "get_masks",
     "init_params",

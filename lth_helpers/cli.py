@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import torch
 
-from .config import DEVICES, PRESETS, Config, ConfigError, make_config, resolve_device
+from .config import DEVICES, PRESETS, Config, ConfigError, default_preset, make_config, resolve_device
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, RunFolder, RunFolderError, run_experiment
 from .inference import inference_table, network, save_ticket
@@ -50,7 +50,11 @@ def _parser_for(field: dataclasses.Field) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m lth_helpers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="seed", help=f"starting point: {', '.join(PRESETS)} (default: seed)")
+    parser.add_argument(
+        "--preset",
+        help=f"starting point: {', '.join(PRESETS)} (default: paper on a GPU, where it takes minutes; seed on a CPU, "
+        "where paper takes hours and seed about a minute)",
+    )
     parser.add_argument("--out", help="run folder (default: runs/PRESET-HASH, a hash of the config)")
     parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")
     parser.add_argument(
@@ -92,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         if f.name != "preset" and getattr(args, f.name) is not None
     }
     try:
-        cfg = make_config(args.preset, **overrides)
         device = resolve_device(args.device)
+        cfg = make_config(args.preset or default_preset(device), **overrides)
         out = Path(args.out or Path("runs") / cfg.run_name())
         RunFolder.check(out, cfg, args.overwrite)
     except (ConfigError, RunFolderError) as error:

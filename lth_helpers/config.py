@@ -147,6 +147,12 @@ def validate(cfg: Config) -> None:
         )
 
 
+def default_preset(device: torch.device) -> str:
+    """The preset a run uses when none is named: `paper` on a GPU, where the paper's whole figure takes minutes, and
+    `seed` on a CPU, where `paper` takes hours and `seed` about a minute. (`Config()` itself is the paper's setting.)"""
+    return "paper" if device.type == "cuda" else "seed"
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA without one is a ConfigError."""
     if name not in DEVICES:
