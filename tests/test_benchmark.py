@@ -6,19 +6,10 @@ that the one script a GPU session runs still works with the package as it is now
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 
-from tests.conftest import REPO
-
-
-def load_script(name: str):
-    """A script of benchmarks/ as a module (the folder is no package)."""
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / "benchmarks" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def test_the_benchmark_prints_every_measurement_that_fits_and_the_paper_projection(monkeypatch, capsys):
