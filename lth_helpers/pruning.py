@@ -2,8 +2,8 @@
 
 After `prune`, a layer holds `weight_orig` (a parameter), `weight_mask` (a buffer) and a forward
 pre-hook that recomputes `weight = weight_orig * weight_mask` before every forward. So a rewind must
-write `weight_orig`: assigning `weight.data` is overwritten at the next forward, which is how the old
-notebook "rewound" nothing and just fine-tuned the pruned network round after round.
+write `weight_orig`: assigning `weight.data` is overwritten at the next forward, a common pitfall that
+rewinds nothing and just fine-tunes the pruned network round after round.
 
 Every function works on stacks of networks (see model.py) and treats each network on its own.
 """

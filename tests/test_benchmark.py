@@ -1,7 +1,7 @@
 """benchmarks/benchmark.py runs end to end (on the CPU, a few iterations a measurement) and prints its table.
 
 Its numbers are not checked here (performance goals live in the benchmark, not in timed tests); what is checked is
-that the one script a GPU session runs still works with the package as it is now.
+that the script still runs with the package as it is.
 """
 
 from __future__ import annotations
