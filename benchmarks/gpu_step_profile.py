@@ -22,9 +22,8 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]  # the package, and benchmark.py beside this file
 from benchmark import level_one_stack  # noqa: E402
 
-from lth_helpers import build_model, data_dir, load_mnist  # noqa: E402
+from lth_helpers import FastStep, build_model, data_dir, evaluate_all, load_mnist  # noqa: E402
 from lth_helpers.data import BatchSampler, MNISTSplits  # noqa: E402
-from lth_helpers.training import _evaluate_all, _Stepper  # noqa: E402
 
 
 def microseconds_per_call(fn, reps: int, *args) -> tuple[float, float]:
@@ -45,7 +44,7 @@ def warm_stepper(data: MNISTSplits, n: int, graph: bool = True):
     """A training step for n networks, warmed up (and on CUDA graphs, captured), and one batch of indices."""
     params, masks = level_one_stack(n)
     model = build_model(params, masks).to(data.train_x.device)
-    step = _Stepper.with_adam(model, data, 1.2e-3, graph)
+    step = FastStep(model, data, 1.2e-3, cuda_graph=graph)
     indices = BatchSampler(list(range(n)), len(data.train_y), 60, data.train_x.device).indices(0)
     for _ in range(10):
         step(indices)
@@ -60,7 +59,7 @@ def main(data: MNISTSplits, reps: int = 2000, profiled_steps: int = 50) -> list[
         replay, _ = microseconds_per_call(step.graph.replay, reps)
         rows.append((f"graph step, {n} networks", gpu, host, replay, n / gpu * 1e6))
         if n == 10:
-            evaluation, _ = microseconds_per_call(_evaluate_all, max(1, reps // 40), model, data)
+            evaluation, _ = microseconds_per_call(evaluate_all, max(1, reps // 40), model, data)
             rows.append(("evaluation on validation + test, 10 networks", evaluation, 0, 0, 0))
     torch.backends.cuda.matmul.allow_tf32 = True
     try:

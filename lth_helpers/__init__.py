@@ -4,7 +4,8 @@
 
 Modules, one per concept: config (hyperparameters, presets), data (MNIST as tensors, batches),
 model (a stack of MLPs), pruning (torch.nn.utils.prune, rewinding, control masks), training
-(stacked Adam training and evaluation), experiment (the iterative pruning loop, resumable),
+(the training loop, the plain reference step, evaluation), fast_step (the default training step and
+every speed trick it uses), experiment (the iterative pruning loop, resumable),
 inference (what a ticket costs to run: compacted and sparse forms), report (tables and computed
 conclusions), plotting (the paper's figures), cli.
 """
@@ -12,6 +13,7 @@ conclusions), plotting (the paper's figures), cli.
 from .config import Config, ConfigError, default_preset, make_config, resolve_device
 from .data import data_dir, load_mnist
 from .experiment import RunFolder, run_experiment
+from .fast_step import FastStep
 from .inference import inference_table, load_ticket, save_ticket
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
 from .plotting import plot_accuracy_vs_weights, plot_curves, plot_early_stop_vs_weights, plot_inference, save_figures
@@ -24,7 +26,7 @@ from .report import (
     sparsity_table,
     summary_table,
 )
-from .training import train_networks
+from .training import evaluate_all, reference_step, train_networks
 
 __all__ = [
     "inference_conclusions",
@@ -36,11 +38,13 @@ __all__ = [
     "LAYERS",
     "Config",
     "ConfigError",
+    "FastStep",
     "RunFolder",
     "StackedMLP",
     "build_model",
     "conclusions",
     "data_dir",
+    "evaluate_all",
     "default_preset",
     "full_masks",
     "get_masks",
@@ -53,6 +57,7 @@ __all__ = [
     "plot_curves",
     "plot_early_stop_vs_weights",
     "prune_by_magnitude",
+    "reference_step",
     "resolve_device",
     "rewind_",
     "rewind_check",

@@ -21,7 +21,7 @@ import torch
 from .config import DEVICES, PRESETS, Config, ConfigError, default_preset, make_config, resolve_device
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, RunFolder, RunFolderError, run_experiment
-from .inference import inference_table, network, save_ticket
+from .inference import first_network, inference_table, save_ticket
 from .plotting import INFERENCE_FIGURE, plot_inference, save_figures
 from .report import conclusions, inference_conclusions, inference_summary, paper_comparison, summary_table
 
@@ -139,7 +139,9 @@ def report_inference(out: Path, test_x: torch.Tensor, last_level: int) -> None:
     run = RunFolder(out)
     ticket = out / f"ticket_level_{last_level:02d}.pt"
     form = save_ticket(
-        ticket, network(run.load(f"tickets/level_{last_level:02d}.pt")), network(run.load_masks(last_level)["ticket"])
+        ticket,
+        first_network(run.load(f"tickets/level_{last_level:02d}.pt")),
+        first_network(run.load_masks(last_level)["ticket"]),
     )
     print(
         f"exported the level-{last_level} ticket as {form}: {ticket} ({ticket.stat().st_size / 1024:,.0f} KB); "

@@ -73,9 +73,9 @@ class InferenceMLP(nn.Module):
 def feature_major(x: torch.Tensor, block: int = 256) -> torch.Tensor:
     """x.T as a contiguous tensor, copied in blocks of rows that stay in cache.
 
-    torch's sparse x dense product wants a contiguous dense operand, and on the 2-core CPU a plain
-    x.T.contiguous() of a (1000, 784) batch took 0.77 ms, longer than the sparse product itself
-    (0.31 ms at 3.6% of weights); copied in blocks of 256 rows it took 0.25 ms.
+    torch's sparse x dense product wants a contiguous dense operand, and a plain x.T.contiguous() of a
+    large batch strides through memory column by column; on a CPU it can take longer than the sparse
+    product itself. Copied in blocks of rows, both sides of the copy stay in cache.
     """
     out = x.new_empty(x.shape[1], x.shape[0])
     for start in range(0, x.shape[0], block):
@@ -135,7 +135,7 @@ def compact(params: Params, masks: dict[str, torch.Tensor]) -> InferenceMLP:
         if dead_inputs.any():
             keep[0] &= ~dead_inputs
             changed = True
-    # Reading a subset of the pixels is a strided gather (0.4 ms for a batch of 1000 here): only when one is dead.
+    # Reading a subset of the pixels is a strided gather, not free: only when a pixel is dead.
     inputs = keep[0].nonzero().flatten().int() if not keep[0].all() else None
     kept = [weights[0][keep[1]][:, keep[0]], weights[1][keep[2]][:, keep[1]], weights[2][:, keep[2]]]
     return InferenceMLP([w.contiguous() for w in kept], [biases[0][keep[1]], biases[1][keep[2]], biases[2]], inputs)
@@ -159,9 +159,8 @@ def median_latencies(
     """Median seconds of one forward pass over `x` for each module (on CUDA, synchronized each pass).
 
     The modules take turns, one pass each, so that the machine's drift and hiccups fall on all of them
-    alike (timed one module after another, a batch-1 pass of about 30 us moved by up to 17% between
-    them), and the order rotates every round, because a pass ran about 5% faster in second place than
-    in first (measured with two copies of the same network).
+    alike rather than on whichever was timed last, and the order rotates every round, because a pass's
+    place in the round changes its time (measured with two copies of the same network).
     """
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     for module in modules.values():
@@ -221,9 +220,9 @@ def load_ticket(path: Path) -> InferenceMLP:
     return InferenceMLP([state[f"{n}_weight"] for n in LAYERS], biases, state.get("inputs"))
 
 
-def network(params: Params, index: int = 0) -> Params:
-    """One network of a stack, without the stack dimension."""
-    return {k: v[index] for k, v in params.items()}
+def first_network(stack: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The first network (trial 0) of a stack of params or masks, without the stack dimension."""
+    return {key: value[0] for key, value in stack.items()}
 
 
 def inference_table(run_dir: Path, x: torch.Tensor, repeats: int = 30, cuda: bool | None = None) -> pd.DataFrame:
@@ -233,8 +232,8 @@ def inference_table(run_dir: Path, x: torch.Tensor, repeats: int = 30, cuda: boo
     run = RunFolder(run_dir)
     rows = []
     for level in range(run.levels_done):
-        params = network(run.load(f"tickets/level_{level:02d}.pt"))
-        masks = network(run.load_masks(level)["ticket"])
+        params = first_network(run.load(f"tickets/level_{level:02d}.pt"))
+        masks = first_network(run.load_masks(level)["ticket"])
         row = level_inference_row(params, masks, x.cpu(), repeats, cuda)
         rows.append({"level": level, "percent_remaining": 100 * row["weights_remaining"] / row["dense_macs"], **row})
     return add_best_forms(pd.DataFrame(rows))

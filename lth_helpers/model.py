@@ -36,12 +36,18 @@ class StackedLinear(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h: (n, in, batch), or (in, batch) shared by all networks -> (n, out, batch)."""
-        n, out_features, in_features = self.weight.shape
-        if h.dim() == 2:  # one input for all networks: a single wide matrix multiply
-            return torch.addmm(self.bias.reshape(-1, 1), self.weight.reshape(n * out_features, in_features), h).view(
-                n, out_features, -1
-            )
-        return torch.baddbmm(self.bias[:, :, None], self.weight, h)
+        return stacked_linear(self.weight, self.bias, h)
+
+
+def stacked_linear(weight: torch.Tensor, bias: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The stacked layer's function: weight (n, out, in), bias (n, out), h (n, in, batch) or (in, batch) shared by
+    all networks -> (n, out, batch). Public so that the fast training step computes with the very same function."""
+    n, out_features, in_features = weight.shape
+    if h.dim() == 2:  # one input for all networks: a single wide matrix multiply
+        return torch.addmm(bias.reshape(-1, 1), weight.reshape(n * out_features, in_features), h).view(
+            n, out_features, -1
+        )
+    return torch.baddbmm(bias[:, :, None], weight, h)
 
 
 class StackedMLP(nn.Module):

@@ -2,8 +2,8 @@
 
 After `prune`, a layer holds `weight_orig` (a parameter), `weight_mask` (a buffer) and a forward
 pre-hook that recomputes `weight = weight_orig * weight_mask` before every forward. So a rewind must
-write `weight_orig`: assigning `weight.data` is overwritten at the next forward, which is how the old
-notebook "rewound" nothing and just fine-tuned the pruned network round after round.
+write `weight_orig`: assigning `weight.data` is overwritten at the next forward, a common pitfall that
+rewinds nothing and just fine-tunes the pruned network round after round.
 
 Every function works on stacks of networks (see model.py) and treats each network on its own.
 """
@@ -20,6 +20,8 @@ Masks = dict[str, torch.Tensor]  # "fc1" -> (n, out, in) of 0.0 / 1.0
 
 def n_to_prune(amount: float, alive: torch.Tensor) -> torch.Tensor:
     """How many of `alive` weights to prune, rounded exactly as torch.nn.utils.prune rounds."""
+    if not 0 <= amount <= 1:
+        raise ValueError(f"a pruning rate is a fraction of the surviving weights, from 0 to 1; got {amount}")
     return torch.tensor([round(amount * int(a)) for a in alive])
 
 
@@ -35,65 +37,13 @@ def prune_lowest(scores: torch.Tensor, mask: torch.Tensor, n_prune: torch.Tensor
     return mask.masked_fill(pruned, 0)
 
 
-class StackedL1Unstructured(prune.BasePruningMethod):
-    """`prune.L1Unstructured` applied to each network of a stacked weight (n, out, in) on its own.
-
-    `amount` is the fraction of each network's surviving weights to remove, as with L1Unstructured in
-    a pruning container. PRUNING_TYPE is "global" so that the container hands over the whole stacked
-    tensor rather than a flattened selection that would mix the networks; the old mask is honoured here.
-    """
-
-    PRUNING_TYPE = "global"
-
-    def __init__(self, amount: float):
-        prune._validate_pruning_amount_init(amount)
-        self.amount = amount
-
-    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
-        scores, mask = t.abs().flatten(1), default_mask.flatten(1)
-        return prune_lowest(scores, mask, n_to_prune(self.amount, mask.sum(1))).view_as(default_mask)
-
-
-class FixedMask(prune.BasePruningMethod):
-    """`prune.custom_from_mask` for training: the same mask and `weight_orig` / `weight_mask` layout, but cheaper.
-
-    custom_from_mask recomputes `weight = weight_orig * mask` (a new tensor) before every forward and
-    multiplies again in the backward: on a 2-core CPU that made pruned training about 30% slower than
-    dense. FixedMask zeroes the pruned entries of `weight_orig` once, so that `weight` can be a view of
-    `weight_orig` (equal to weight_orig * mask), and zeroes their gradient in place after each backward
-    (training.loss_and_gradients, which does not use autograd, masks it the same way). With zero
-    gradient the pruned entries stay exactly zero under Adam or SGD, weight decay or not.
-    """
-
-    PRUNING_TYPE = "global"
-
-    def __init__(self, mask: torch.Tensor):
-        self.mask = mask
-
-    def compute_mask(self, t: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
-        return default_mask * self.mask.to(dtype=default_mask.dtype)
-
-    def apply_mask(self, module: torch.nn.Module) -> torch.Tensor:
-        return getattr(module, self._tensor_name + "_orig").view_as(getattr(module, self._tensor_name + "_mask"))
-
-    @classmethod
-    def apply(cls, module: torch.nn.Module, name: str, mask: torch.Tensor) -> FixedMask:  # type: ignore[override]
-        if hasattr(module, name + "_mask"):
-            raise ValueError(f"FixedMask goes on an unpruned {name}; this one already has a mask")
-        method = super().apply(module, name, mask=mask)
-        orig = getattr(module, name + "_orig")
-        with torch.no_grad():
-            orig.mul_(getattr(module, name + "_mask"))
-
-        def zero_pruned_gradient(param: torch.Tensor) -> None:
-            param.grad.mul_(getattr(module, name + "_mask"))  # the current mask, should it shrink later
-
-        orig.register_post_accumulate_grad_hook(zero_pruned_gradient)
-        return method
-
-
 def get_masks(model: StackedMLP) -> Masks:
-    return {name: getattr(model, name).weight_mask.detach().clone() for name in LAYERS}
+    """Every layer's mask, copied; an unpruned layer's is all ones."""
+    return {name: _mask(getattr(model, name)).detach().clone() for name in LAYERS}
+
+
+def _mask(layer: torch.nn.Module) -> torch.Tensor:
+    return layer.weight_mask if hasattr(layer, "weight_mask") else torch.ones_like(layer.weight)
 
 
 def current_params(model: StackedMLP) -> Params:
@@ -134,34 +84,36 @@ def rewind_check(model: StackedMLP, params: Params) -> dict[str, dict[str, bool]
 
 
 def build_model(params: Params, masks: Masks) -> StackedMLP:
-    """A stacked model pruned to `masks` (through FixedMask) whose survivors start at `params`."""
+    """A stacked model pruned to `masks` (prune.custom_from_mask) whose survivors start at `params`.
+
+    The rewind leaves the pruned entries of `weight_orig` exactly zero, so `weight_orig` equals the weight the
+    network computes with (what the fast training step relies on); training keeps them zero (zero gradient).
+    """
     n, fc1_width, _ = params["fc1.weight"].shape
     model = StackedMLP(n, fc1_width, params["fc2.weight"].shape[1]).to(params["fc1.weight"].device)
     for name in LAYERS:
-        FixedMask.apply(getattr(model, name), "weight", mask=masks[name])
+        prune.custom_from_mask(getattr(model, name), "weight", masks[name])
     return rewind_(model, params)
 
 
 def prune_by_magnitude(model: StackedMLP, rates: dict[str, float], global_rate: float | None = None) -> Masks:
     """One pruning round on every network of `model`, in place; returns the new masks.
 
-    Layer-wise: layer L loses `rates[L]` of its surviving weights with the smallest magnitude.
-    Global (`global_rate` given): all layers are ranked together, per network, as
-    `prune.global_unstructured` ranks them for a single network.
+    Layer-wise: layer L loses `rates[L]` of its surviving weights with the smallest magnitude, as
+    `prune.l1_unstructured` chooses them for a single network. Global (`global_rate` given): all layers are
+    ranked together, per network, as `prune.global_unstructured` ranks them for a single network. Either
+    way each network is ranked on its own (`prune_lowest`) and the new masks go on with `prune.custom_from_mask`.
     """
     weights = current_params(model)  # not `layer.weight`: that is stale after the last optimizer step
-    if global_rate is None:
-        for name in LAYERS:
-            StackedL1Unstructured.apply(
-                getattr(model, name), "weight", amount=rates[name], importance_scores=weights[f"{name}.weight"]
-            )
-        return get_masks(model)
     old = get_masks(model)
-    scores = torch.cat([weights[f"{name}.weight"].abs().flatten(1) for name in LAYERS], dim=1)
-    mask = torch.cat([old[name].flatten(1) for name in LAYERS], dim=1)
-    new = prune_lowest(scores, mask, n_to_prune(global_rate, mask.sum(1)))
-    for name, part in zip(LAYERS, new.split([old[name][0].numel() for name in LAYERS], dim=1)):
-        prune.custom_from_mask(getattr(model, name), "weight", part.view_as(old[name]))
+    groups = [LAYERS] if global_rate is not None else [(name,) for name in LAYERS]
+    for group in groups:
+        rate = global_rate if global_rate is not None else rates[group[0]]
+        scores = torch.cat([weights[f"{name}.weight"].abs().flatten(1) for name in group], dim=1)
+        mask = torch.cat([old[name].flatten(1) for name in group], dim=1)
+        new = prune_lowest(scores, mask, n_to_prune(rate, mask.sum(1)))
+        for name, part in zip(group, new.split([old[name][0].numel() for name in group], dim=1)):
+            prune.custom_from_mask(getattr(model, name), "weight", part.view_as(old[name]))
     return get_masks(model)
 
 

@@ -4,7 +4,7 @@
     for sentence in conclusions(results): print(sentence)
 
 The paper's measure is the test accuracy at early stopping (the iteration of minimum validation
-loss); the summary table shows the accuracy at the end of training too, as the old notebook did.
+loss); the summary table shows the accuracy at the end of training too.
 """
 
 from __future__ import annotations
@@ -16,13 +16,11 @@ from .inference import BATCH_SIZES, FORMS
 CONTROL_NAMES = {"reinit": "random reinit", "random_prune": "random pruning"}
 
 
-def _mean_std(values: pd.core.groupby.SeriesGroupBy, digits: int) -> pd.Series:
-    """'mean ± std' per group, or just the mean when every group has one value, as text with `digits` decimals."""
-    show = f"{{:.{digits}f}}".format  # 97.70 and 4085, not 97.7 and 4085.0
-    mean, std, count = values.mean(), values.std(), values.count()
-    if count.max() <= 1:
-        return mean.map(show)
-    return mean.map(show) + " ± " + std.map(show)
+def mean_std(values: pd.Series, fmt: str) -> str:
+    """The mean of `values` (one per trial) formatted with `fmt`, with ' ± std' when there are several:
+    "97.55 ± 0.07", or "97.50" for one trial. A leading '+' in `fmt` signs the mean only."""
+    text = format(values.mean(), fmt)
+    return text if values.count() < 2 else f"{text} ± {format(values.std(), fmt.lstrip('+'))}"
 
 
 def format_percent(percent: float) -> str:
@@ -53,16 +51,16 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
         {
             "weights": ticket.weights_remaining.first(),
             "% left": ticket.percent_remaining.first().round(2),
-            "test loss": _mean_std(ticket.final_test_loss, 4),
-            "test acc": _mean_std(ticket.final_test_accuracy, 2),
-            "stop acc": _mean_std(ticket.early_stop_test_accuracy, 2),
-            "stop iter": _mean_std(ticket.early_stop_iteration, 0),
+            "test loss": ticket.final_test_loss.agg(mean_std, fmt=".4f"),
+            "test acc": ticket.final_test_accuracy.agg(mean_std, fmt=".2f"),
+            "stop acc": ticket.early_stop_test_accuracy.agg(mean_std, fmt=".2f"),
+            "stop iter": ticket.early_stop_iteration.agg(mean_std, fmt=".0f"),
         }
     )
     for control in [c for c in CONTROL_NAMES if c in set(results.condition)]:
         group = results[results.condition == control].groupby("level")
-        table[f"{control} acc"] = _mean_std(group.final_test_accuracy, 2)
-        table[f"{control} stop acc"] = _mean_std(group.early_stop_test_accuracy, 2)
+        table[f"{control} acc"] = group.final_test_accuracy.agg(mean_std, fmt=".2f")
+        table[f"{control} stop acc"] = group.early_stop_test_accuracy.agg(mean_std, fmt=".2f")
     table["time s"] = by_level.train_seconds.first().round(1)
     return table.fillna("—")  # the controls' columns, text, at level 0
 
@@ -163,13 +161,14 @@ def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
             (
                 "Tickets stop early sooner than the dense network at every level down to 21.1%",
                 "yes",
-                f"at {sooner} of {len(levels)} levels: dense at {_show(stop['ticket', 0], ',.0f')}; tickets at {stops}",
+                f"at {sooner} of {len(levels)} levels: dense at {mean_std(stop['ticket', 0], ',.0f')}; "
+                f"tickets at {stops}",
                 "yes" if sooner == len(levels) else "no",
             )
         )
         earlier = 100 * (1 - stop["ticket", at_21] / stop["ticket", 0])
         rows.append(
-            ("Early stopping at 21.1%, against dense (% earlier)", "38", _show(earlier, ".0f"), _agrees(earlier, 38))
+            ("Early stopping at 21.1%, against dense (% earlier)", "38", mean_std(earlier, ".0f"), _agrees(earlier, 38))
         )
         worst = gain[levels].mean().idxmin()
         above = gain[worst].mean() > 0
@@ -177,7 +176,7 @@ def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
             (
                 "Tickets more accurate than the dense network at every level down to 21.1%",
                 "yes",
-                f"{'yes' if above else 'no'}: the smallest gain is {_show(gain[worst], '+.2f')} points, "
+                f"{'yes' if above else 'no'}: the smallest gain is {mean_std(gain[worst], '+.2f')} points, "
                 f"at {format_percent(percent[worst])}",
                 "yes" if above else "no",
             )
@@ -187,7 +186,7 @@ def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
             (
                 "Accuracy at 13.5%, against dense (points)",
                 "more than +0.3",
-                _show(gain[at_13], "+.2f"),
+                mean_std(gain[at_13], "+.2f"),
                 _agrees(gain[at_13], 0.3, at_least=True),
             )
         )
@@ -197,7 +196,7 @@ def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
             (
                 "The ticket is back to the dense network's accuracy near 3.6%",
                 "yes",
-                f"{_show(gain[at_3], '+.2f')} points at {format_percent(percent[at_3])}; "
+                f"{mean_std(gain[at_3], '+.2f')} points at {format_percent(percent[at_3])}; "
                 + (
                     f"below dense from {format_percent(percent[first])} on"
                     if first is not None
@@ -231,7 +230,7 @@ def _reinit_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
             (
                 "At 21.1%: the ticket's early stop, sooner than reinit's (x)",
                 "2.51",
-                _show(sooner, ".2f"),
+                mean_std(sooner, ".2f"),
                 _agrees(sooner - 1, 1.51),
             )
         )
@@ -240,7 +239,7 @@ def _reinit_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
             (
                 "At 21.1%: the ticket's accuracy above reinit's (points)",
                 "about +0.5",
-                _show(ahead, "+.2f"),
+                mean_std(ahead, "+.2f"),
                 _agrees(ahead, 0.5),
             )
         )
@@ -259,12 +258,6 @@ def _below_dense_from(gain: pd.Series) -> int | None:
     last_at_or_above = max(pruned.index[pruned >= 0], default=0)
     below = pruned.index[pruned.index > last_at_or_above]
     return int(below[0]) if len(below) else None
-
-
-def _show(values: pd.Series, fmt: str) -> str:
-    """Mean over trials, with ± std when there are several."""
-    text = format(values.mean(), fmt)
-    return text if values.count() < 2 else f"{text} ± {format(values.std(), fmt.lstrip('+'))}"
 
 
 def _agrees(values: pd.Series, paper: float, at_least: bool = False) -> str:

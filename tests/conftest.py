@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic MNIST-shaped data, and the real MNIST files.
+"""Shared fixtures and helpers: tiny synthetic MNIST-shaped data, the real MNIST files, a pruned network with
+every kind of dead unit, a results table, and the benchmark scripts as modules.
 
 The real files are read from $LTH_DATA_DIR; unset, from ../shared/data beside the repository where
 that exists (CI), else from ./data, where the first run downloads them.
@@ -6,13 +7,19 @@ that exists (CI), else from ./data, where the first run downloads them.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
+import pandas as pd
 import pytest
 import torch
 
 from lth_helpers.data import MNISTSplits, load_mnist
+from lth_helpers.inference import first_network
+from lth_helpers.model import Params, StackedMLP, init_params, layer_shapes
+from lth_helpers.pruning import Masks, build_model, full_masks, prune_by_magnitude
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -39,3 +46,52 @@ def tiny_data() -> MNISTSplits:
 @pytest.fixture(scope="session")
 def mnist() -> MNISTSplits:
     return load_mnist(Path(os.environ["LTH_DATA_DIR"]), val_size=5000, device=torch.device("cpu"))
+
+
+def pruned_network_with_dead_units(seed: int = 0) -> tuple[Params, Masks, StackedMLP]:
+    """A heavily pruned network with every kind of dead unit, and non-zero biases to fold: its params and masks
+    without the stack dimension, and the same network as a stacked model of one."""
+    params = init_params([seed], 300, 100, "kaiming_uniform")  # kaiming_uniform: biases are not zero
+    model = build_model(params, full_masks(1, layer_shapes(300, 100)))
+    for _ in range(4):
+        masks = prune_by_magnitude(model, {"fc1": 0.5, "fc2": 0.5, "fc3": 0.2})
+    masks = {name: m.clone() for name, m in masks.items()}
+    masks["fc1"][0][:, :100] = 0  # 100 input pixels with no outgoing weight
+    masks["fc1"][0][:20] = 0  # 20 fc1 units with no incoming weight: they output relu(bias), a constant
+    masks["fc2"][0][:, 20:40] = 0  # 20 fc1 units with no outgoing weight
+    masks["fc3"][0][:, :10] = 0  # 10 fc2 units with no outgoing weight
+    return first_network(params), first_network(masks), build_model(params, masks)
+
+
+def results(ticket: list[float], reinit: list[float], trials: int = 1) -> pd.DataFrame:
+    """A results.csv table: the ticket's and reinit's test accuracy per level (reinit's level 0 is skipped),
+    the weights halved every level; trial t adds 0.1 x t to the accuracy at early stopping."""
+    rows = []
+    for level, (t_acc, r_acc) in enumerate(zip(ticket, reinit)):
+        for condition, acc in (("ticket", t_acc), ("reinit", r_acc)):
+            if condition == "reinit" and level == 0:
+                continue
+            for trial in range(trials):
+                rows.append(
+                    dict(
+                        level=level,
+                        condition=condition,
+                        trial=trial,
+                        weights_remaining=1000 // 2**level,
+                        percent_remaining=100 / 2**level,
+                        early_stop_iteration=100 * (level + 1),
+                        early_stop_test_accuracy=acc + 0.1 * trial,
+                        final_test_accuracy=acc,
+                        final_test_loss=0.1,
+                        train_seconds=1.0,
+                    )
+                )
+    return pd.DataFrame(rows)
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of benchmarks/ as a module (the folder is no package)."""
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / "benchmarks" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

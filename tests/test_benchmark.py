@@ -1,24 +1,15 @@
 """benchmarks/benchmark.py runs end to end (on the CPU, a few iterations a measurement) and prints its table.
 
 Its numbers are not checked here (performance goals live in the benchmark, not in timed tests); what is checked is
-that the one script a GPU session runs still works with the package as it is now.
+that the script still runs with the package as it is.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import sys
 
-from tests.conftest import REPO
-
-
-def load_script(name: str):
-    """A script of benchmarks/ as a module (the folder is no package)."""
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / "benchmarks" / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def test_the_benchmark_prints_every_measurement_that_fits_and_the_paper_projection(monkeypatch, capsys):

@@ -9,30 +9,14 @@ from lth_helpers.inference import (
     add_best_forms,
     compact,
     dead_units,
+    first_network,
     inference_forms,
     load_ticket,
     median_latencies,
-    network,
     save_ticket,
 )
 from lth_helpers.model import init_params, layer_shapes
-from lth_helpers.pruning import build_model, full_masks, prune_by_magnitude
-
-RATES = {"fc1": 0.5, "fc2": 0.5, "fc3": 0.2}
-
-
-def pruned_network_with_dead_units(seed: int = 0):
-    """A heavily pruned network with every kind of dead unit, and non-zero biases to fold."""
-    params = init_params([seed], 300, 100, "kaiming_uniform")  # kaiming_uniform: biases are not zero
-    model = build_model(params, full_masks(1, layer_shapes(300, 100)))
-    for _ in range(4):
-        masks = prune_by_magnitude(model, RATES)
-    masks = {name: m.clone() for name, m in masks.items()}
-    masks["fc1"][0][:, :100] = 0  # 100 input pixels with no outgoing weight
-    masks["fc1"][0][:20] = 0  # 20 fc1 units with no incoming weight: they output relu(bias), a constant
-    masks["fc2"][0][:, 20:40] = 0  # 20 fc1 units with no outgoing weight
-    masks["fc3"][0][:, :10] = 0  # 10 fc2 units with no outgoing weight
-    return network(params), {name: m[0] for name, m in masks.items()}, build_model(params, masks)
+from tests.conftest import pruned_network_with_dead_units
 
 
 def test_every_form_computes_the_pruned_networks_function_on_the_test_set(mnist):
@@ -85,7 +69,7 @@ def test_a_ticket_saved_in_its_smallest_form_loads_to_the_same_outputs(tmp_path,
 
 
 def test_a_network_without_dead_units_compacts_to_itself(mnist):
-    params = network(init_params([3], 300, 100, "kaiming_uniform"))
+    params = first_network(init_params([3], 300, 100, "kaiming_uniform"))
     masks = {name: torch.ones(shape) for name, shape in layer_shapes(300, 100).items()}
     small = compact(params, masks)
     assert small.shape() == "784-300-100-10" and small.inputs is None  # no gather when every pixel is read

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from lth_helpers.plotting import plot_accuracy_vs_weights, plot_inference
-from tests.test_report import results
+from tests.conftest import results
 
 
 def test_levels_are_ticked_at_their_own_percentages_and_a_level_pruned_to_nothing_is_left_off():

@@ -6,30 +6,7 @@ import pandas as pd
 
 from lth_helpers.inference import BATCH_SIZES, FORMS
 from lth_helpers.report import conclusions, format_percent, inference_summary, paper_comparison, summary_table
-
-
-def results(ticket: list[float], reinit: list[float], trials: int = 1) -> pd.DataFrame:
-    rows = []
-    for level, (t_acc, r_acc) in enumerate(zip(ticket, reinit)):
-        for condition, acc in (("ticket", t_acc), ("reinit", r_acc)):
-            if condition == "reinit" and level == 0:
-                continue
-            for trial in range(trials):
-                rows.append(
-                    dict(
-                        level=level,
-                        condition=condition,
-                        trial=trial,
-                        weights_remaining=1000 // 2**level,
-                        percent_remaining=100 / 2**level,
-                        early_stop_iteration=100 * (level + 1),
-                        early_stop_test_accuracy=acc + 0.1 * trial,
-                        final_test_accuracy=acc,
-                        final_test_loss=0.1,
-                        train_seconds=1.0,
-                    )
-                )
-    return pd.DataFrame(rows)
+from tests.conftest import results
 
 
 def test_conclusions_find_where_the_ticket_stops_beating_the_dense_network():

@@ -1,4 +1,5 @@
-"""Training a stack of networks equals training each alone; batches; evaluation; divergence."""
+"""Training a stack of networks equals training each alone; the fast step equals the reference step; batches;
+evaluation; divergence."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from lth_helpers.data import BatchSampler, get_batch
+from lth_helpers.fast_step import FastStep
 from lth_helpers.model import LAYERS, StackedMLP, concat, init_params, layer_shapes, select
-from lth_helpers.pruning import build_model, full_masks, prune_by_magnitude
-from lth_helpers.training import DivergenceError, evaluate, flush_denormals, loss_and_gradients, train_networks
+from lth_helpers.pruning import build_model, current_params, full_masks, prune_by_magnitude
+from lth_helpers.training import DivergenceError, ReferenceStep, evaluate, reference_step, train_networks
 
 SHAPES = layer_shapes(300, 100)
 
 
-def _train(params, masks, data, seeds, iterations=30):
+def _train(params, masks, data, seeds, iterations=30, fast=True):
     model = build_model(params, masks)
     return train_networks(
         model,
@@ -26,6 +28,7 @@ def _train(params, masks, data, seeds, iterations=30):
         learning_rate=2e-3,
         eval_every=10,
         batch_seeds=seeds,
+        fast=fast,
         progress=False,
     )
 
@@ -50,28 +53,94 @@ def _autograd_loss_and_gradients(model, x, y):
     return losses.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("pruning", ["none", "fixed_mask", "prune_hooks"])
-def test_hand_written_gradients_equal_autograds(tiny_data, pruning):
+@pytest.mark.parametrize("pruning", ["none", "build_model", "prune_hooks"])
+def test_the_fast_steps_hand_written_gradients_equal_autograds_through_prunes_hooks(tiny_data, pruning):
     params = init_params([1, 2, 3], 300, 100, "kaiming_uniform")
     rates = {"fc1": 0.6, "fc2": 0.4, "fc3": 0.2}
     if pruning == "none":
         model = StackedMLP(3)
         model.load_state_dict(params)
-    elif pruning == "fixed_mask":
+    elif pruning == "build_model":
         model = build_model(params, prune_by_magnitude(build_model(params, full_masks(3, SHAPES)), rates))
-    else:  # prune's own forward hooks: weight_orig keeps its values where the mask is 0
+    else:  # pruned in place: weight_orig keeps its values where the mask is 0 (the step zeroes them first)
         model = StackedMLP(3)
         model.load_state_dict(params)
         prune_by_magnitude(model, rates)
-    x, y = tiny_data.train_x[:96].view(3, 32, 784), tiny_data.train_y[:96].view(3, 32)
-    expected_losses, expected = _autograd_loss_and_gradients(model, x, y)
+    indices = torch.arange(96).view(3, 32)
+    expected_losses, expected = _autograd_loss_and_gradients(
+        model, *get_batch(tiny_data.train_x, tiny_data.train_y, indices)
+    )
     model.zero_grad(set_to_none=True)
-    torch.testing.assert_close(loss_and_gradients(model, x, y), expected_losses)
+    losses = FastStep(model, tiny_data, learning_rate=1e-3)(indices)  # the step leaves its gradients in .grad
+    torch.testing.assert_close(losses, expected_losses)
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, expected[name], rtol=1e-4, atol=1e-6)
         if name.endswith("weight_orig"):
             mask = getattr(model, name.split(".")[0]).weight_mask
             assert bool((param.grad[mask == 0] == 0).all())
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_the_fast_step_and_the_reference_step_train_alike_and_keep_pruned_weights_at_zero(tiny_data, pruned):
+    params = init_params([1, 2, 3], 300, 100, "kaiming_uniform")
+    masks = full_masks(3, SHAPES)
+    if pruned:
+        masks = prune_by_magnitude(build_model(params, masks), {"fc1": 0.6, "fc2": 0.4, "fc3": 0.2})
+    reference_model, fast_model = build_model(params, masks), build_model(params, masks)
+    reference, fast = ReferenceStep(reference_model, tiny_data, 2e-3), FastStep(fast_model, tiny_data, 2e-3)
+    sampler = BatchSampler([4, 5, 4], len(tiny_data.train_y), 32)
+    for it in range(10):
+        indices = sampler.indices(it)
+        torch.testing.assert_close(fast(indices), reference(indices), rtol=1e-5, atol=1e-6)
+    trained = dict(fast_model.named_parameters())
+    for name, param in reference_model.named_parameters():
+        # A tenth of one Adam step (lr 2e-3): Adam divides by the gradient's running scale, so a weight whose
+        # gradient is at rounding level may move a fraction of a step differently; a wrong gradient moves whole steps.
+        torch.testing.assert_close(trained[name], param, rtol=1e-3, atol=2e-4)
+    for model in (reference_model, fast_model):
+        weights = current_params(model)
+        for name in LAYERS:
+            pruned_entries = masks[name] == 0
+            assert bool((getattr(model, name).weight_orig[pruned_entries] == 0).all())
+            assert bool((weights[f"{name}.weight"][pruned_entries] == 0).all())
+            survivors = ~pruned_entries
+            assert not torch.equal(weights[f"{name}.weight"][survivors], params[f"{name}.weight"][survivors])
+
+
+def test_train_networks_with_the_reference_step_gives_what_the_fast_step_gives(tiny_data):
+    params = init_params([1, 2], 300, 100, "kaiming_uniform")
+    masks = prune_by_magnitude(build_model(params, full_masks(2, SHAPES)), {"fc1": 0.5, "fc2": 0.3, "fc3": 0.1})
+    fast = _train(params, masks, tiny_data, [7, 8], iterations=20)
+    reference = _train(params, masks, tiny_data, [7, 8], iterations=20, fast=False)
+    for key, value in reference.params.items():
+        torch.testing.assert_close(fast.params[key], value, rtol=1e-3, atol=1e-4)
+    for name, values in reference.metrics.items():
+        torch.testing.assert_close(fast.metrics[name], values, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="needs the fast step"):
+        train_networks(
+            build_model(params, masks),
+            tiny_data,
+            iterations=1,
+            batch_size=32,
+            learning_rate=2e-3,
+            eval_every=1,
+            batch_seeds=[7, 8],
+            fast=False,
+            cuda_graph=True,
+            progress=False,
+        )
+
+
+def test_the_reference_step_returns_each_networks_loss_and_clears_the_gradients(tiny_data):
+    model = build_model(init_params([1, 2], 300, 100, "kaiming_uniform"), full_masks(2, SHAPES))
+    x, y = get_batch(tiny_data.train_x, tiny_data.train_y, torch.arange(64).view(2, 32))
+    with torch.no_grad():
+        logits = model(x)
+    expected = torch.stack([F.cross_entropy(logits[i], y[i]) for i in range(2)])
+    losses = reference_step(model, torch.optim.Adam(model.parameters(), lr=1e-3), x, y)
+    torch.testing.assert_close(losses, expected)
+    assert not losses.requires_grad
+    assert all(param.grad is None for param in model.parameters())
 
 
 def test_stacked_forward_equals_each_network_as_plain_linear_layers():
@@ -148,12 +217,12 @@ def test_batch_sampler_walks_a_fresh_permutation_each_epoch_per_seed():
     assert x.shape == (3, 30, 1) and torch.equal(x[..., 0].long(), y)
 
 
-def test_subnormals_are_flushed_only_inside_the_block_on_every_cpu_thread():
+def test_the_fast_step_flushes_subnormals_only_inside_its_block_on_every_cpu_thread(tiny_data):
     # 1e-20 squared is subnormal; a million elements are split across torch's threads, so a worker
     # thread that missed the flag leaves its share of the product nonzero.
     tiny = torch.full((2**20,), 1e-20)
     torch.ones(2**20).sum()  # torch's thread pool exists before the block, as in any real session
-    with flush_denormals():
+    with FastStep(StackedMLP(1), tiny_data, learning_rate=1e-3):  # the block training runs in
         inside = tiny * tiny
     outside = tiny * tiny
     assert (outside > 0).all()  # the default is back, on every thread
