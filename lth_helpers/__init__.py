@@ -11,7 +11,7 @@ conclusions), plotting (the paper's figures), cli.
 
 from .config import Config, ConfigError, default_preset, make_config, resolve_device
 from .data import data_dir, load_mnist
-from .experiment import RunFolder, run_experiment
+from .experiment import run_experiment
 from .inference import inference_table, load_ticket, save_ticket
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
 from .plotting import plot_accuracy_vs_weights, plot_curves, plot_early_stop_vs_weights, plot_inference, save_figures
@@ -24,6 +24,7 @@ from .report import (
     sparsity_table,
     summary_table,
 )
+from .runs import RunFolder
 from .training import train_networks
 
 __all__ = [

@@ -20,10 +20,11 @@ import torch
 
 from .config import DEVICES, PRESETS, Config, ConfigError, default_preset, make_config, resolve_device
 from .data import DataError, data_dir, load_mnist
-from .experiment import ExperimentError, RunFolder, RunFolderError, run_experiment
+from .experiment import ExperimentError, run_experiment
 from .inference import inference_table, network, save_ticket
 from .plotting import INFERENCE_FIGURE, plot_inference, save_figures
 from .report import conclusions, inference_conclusions, inference_summary, paper_comparison, summary_table
+from .runs import RunFolder, RunFolderError
 
 
 class _Parser(argparse.ArgumentParser):

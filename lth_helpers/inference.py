@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .experiment import RunFolder
 from .model import INPUT_SIZE, LAYERS, Params
+from .runs import RunFolder
 
 FORMS = ("dense", "compact", "sparse")  # dense: the masked network as trained, zeros multiplied too
 BATCH_SIZES = (1, 1000)

@@ -75,7 +75,7 @@ def test_a_run_folder_that_cannot_be_written_exits_1_with_one_line(tmp_path, cap
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("lth_helpers.experiment.RunFolder.open", refuse)
+    monkeypatch.setattr("lth_helpers.runs.RunFolder.open", refuse)
     assert main(["--preset", "smoke", "--no-progress", "--out", str(tmp_path / "run")]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "Permission denied" in error and str(tmp_path / "run") in error
