@@ -9,6 +9,7 @@ inference (what a ticket costs to run: compacted and sparse forms), report (tabl
 conclusions), plotting (the paper's figures), cli.
 """
 
+from . import _startup  # noqa: F401  first, before torch: Ctrl-C while `python -m lth_helpers` starts is one line
 from .config import Config, ConfigError, default_preset, make_config, resolve_device
 from .data import data_dir, load_mnist
 from .experiment import run_experiment

@@ -22,12 +22,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config
+from .config import Config, ConfigError, check_memory
 from .data import MNISTSplits
-from .model import LAYERS, Params, concat, init_params, layer_shapes, select
+from .model import INPUT_SIZE, LAYERS, Params, concat, init_params, layer_shapes, select
 from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_magnitude, random_masks_like
 from .runs import RunFolder, RunFolderError
-from .training import DivergenceError, TrainResult, train_networks
+from .training import DIVERGED, DivergenceError, TrainResult, train_networks
 
 __all__ = ["ExperimentError", "RunFolder", "RunFolderError", "level_networks", "prune_ticket", "run_experiment"]
 
@@ -60,10 +60,39 @@ def derive_seed(base: int, *parts: object) -> int:
 def run_experiment(
     cfg: Config, out_dir: Path, data: MNISTSplits, *, overwrite: bool = False, progress: bool = True
 ) -> pd.DataFrame:
-    """Run (or resume) every level of `cfg` in `out_dir`; returns results.csv as a DataFrame."""
+    """Run (or resume) every level of `cfg` in `out_dir`; returns results.csv as a DataFrame.
+
+    Refuses (ConfigError, before anything is written) data that do not match `cfg` and a model too big for the
+    device's memory.
+    """
+    check_data(cfg, data)
+    check_memory(cfg, data.train_x.device)
     with RunFolder.open(Path(out_dir), cfg, overwrite) as run:  # no other run can use the folder meanwhile
         _run_levels(cfg, run, data, progress)
         return run.results()
+
+
+def check_data(cfg: Config, data: MNISTSplits) -> None:
+    """Raise ConfigError unless `data` is what `cfg` trains on: `cfg.val_size` validation images, one device, images
+    and labels paired, a batch's worth of training images. config.json records `cfg`, so it must hold."""
+    tensors = vars(data)
+    devices = {str(t.device) for t in tensors.values()}
+    if len(devices) > 1:
+        raise ConfigError(f"the data are on several devices ({', '.join(sorted(devices))}); move them to one")
+    if len(data.val_y) != cfg.val_size:
+        raise ConfigError(
+            f"the data hold {len(data.val_y):,} validation images but val_size is {cfg.val_size:,}; "
+            f"load them with load_mnist(root, cfg.val_size, device)"
+        )
+    for split in ("train", "val", "test"):
+        x, y = tensors[f"{split}_x"], tensors[f"{split}_y"]
+        if x.dim() != 2 or x.shape[1] != INPUT_SIZE or y.shape != x.shape[:1]:
+            raise ConfigError(
+                f"{split}_x must be (n, {INPUT_SIZE}) images with n labels in {split}_y, "
+                f"got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+    if cfg.batch_size > len(data.train_y):
+        raise ConfigError(f"batch_size ({cfg.batch_size}) is more than the {len(data.train_y):,} training images")
 
 
 def _run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool) -> None:
@@ -141,7 +170,7 @@ def _train_level(cfg: Config, level: int, networks: list[Network], data: MNISTSp
         net = networks[error.network]
         kept = f"levels 0-{level - 1} are kept" if level else "no level had finished"
         raise ExperimentError(
-            f"training diverged (loss NaN or infinite) at level {level}, condition {net.condition}, trial {net.trial}, "
+            f"training diverged (loss {DIVERGED}) at level {level}, condition {net.condition}, trial {net.trial}, "
             f"iteration {error.iteration}; {kept}; a lower learning_rate may help"
         ) from None
 

@@ -5,10 +5,15 @@
 
 The folder holds config.json, init.pt (theta_0 of every trial), rewind.pt (late rewinding only),
 masks/level_NN.pt, tickets/level_NN.pt (trial 0's trained ticket), results.csv, curves.csv and
-progress.json; a level counts as finished once progress.json says so. progress.json also records each
-table's row count, so that a file damaged later (a copy or a sync cut short) is named in a
-RunFolderError rather than misread. A run holds its folder (an OS lock on run.lock) so that a second
-run cannot write there at the same time.
+progress.json; a level counts as finished once progress.json says so. Beside them, manifest.json lists
+every file this tool wrote there (what --overwrite removes) and run.lock is the lock.
+
+One way to write a file, `write_atomic`: to a temporary name in the same folder, then renamed into place, so a
+file is either whole or absent; a failed write (a full disk, no permission) removes its temporary file and raises
+a RunFolderError saying what could not be written. One way to read one, `read_checked`: whatever goes wrong
+(missing, cut short, garbage, wrong content, numbers out of range) raises a RunFolderError naming the file and the
+remedy, and changes nothing. progress.json records each table's row count, so that a table damaged later (a copy
+or a sync cut short) is named rather than misread.
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ from __future__ import annotations
 import io
 import json
 import os
-import pickle
+import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import pandas as pd
 import torch
 
 from .config import Config
+from .model import LAYERS, layer_shapes
 from .pruning import Masks
 
 try:
@@ -31,43 +39,76 @@ try:
 except ImportError:  # Windows: run folders are not locked
     fcntl = None
 
-RUN_FILES = (
-    "config.json",
-    "init.pt",
-    "rewind.pt",
-    "masks",
-    "tickets",
-    "results.csv",
-    "curves.csv",
-    "progress.json",
-    "inference.csv",
-    "*.png",
-    "ticket_level_*.pt",
-)  # what --overwrite removes: this tool's files only
 LOCK_FILE = "run.lock"  # held (flock) by the run using the folder; empty, and left in place
+MANIFEST = "manifest.json"  # the files this tool wrote in the folder: all that --overwrite removes
+CLEARING = ".overwritten"  # --overwrite moves the tool's files here, then deletes it
+SUBFOLDERS = ("masks", "tickets")
+MASK_CONDITIONS = ("ticket", "random_prune")  # the masks saved per level: the ticket's and the random control's
+# The files of a run folder written before manifests existed: the names this tool gives its files.
+LEGACY_FILES = ("config.json", "init.pt", "rewind.pt", "results.csv", "curves.csv", "progress.json", "inference.csv")
+LEGACY_FIGURES = (
+    "accuracy_vs_weights.png",
+    "early_stop_vs_weights.png",
+    "accuracy_curves.png",
+    "inference_latency.png",
+)
+LEVEL_FILE = re.compile(r"(masks/level_|tickets/level_|ticket_level_)\d\d+\.pt")
+
+T = TypeVar("T")
 
 
 class RunFolderError(RuntimeError):
-    """The run folder belongs to another config, or is unreadable."""
+    """The run folder cannot be used: another config or another run holds it, a file is damaged, a write failed.
+    The message is one line and says what to do."""
+
+
+class DamagedFileError(RunFolderError):
+    """A file of the run folder cannot be read back; the folder is left as it was."""
+
+
+_held: dict[Path, RunFolder] = {}  # the folders this process holds, by resolved path
 
 
 class RunFolder:
-    """Everything a run writes, saved level by level so that a rerun resumes after the last finished one."""
+    """A run's folder: its files, the levels finished, the lock that keeps other runs out."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, cfg: Config | None = None):
+        self.path = Path(path)
+        self._cfg = cfg
         self._lock: IO | None = None
+        self._holds = 0  # nested opens of this folder by this process
+        self._manifest: set[str] | None = None
+
+    @property
+    def config(self) -> Config | None:
+        """The run's config: the one it was opened with, else config.json's (None when there is none)."""
+        if self._cfg is None:
+            self._cfg = self.saved_config()
+        return self._cfg
+
+    # -----------------------------------------------------------------------------------------
+    # Opening, holding, overwriting
 
     @classmethod
     def check(cls, path: Path, cfg: Config, overwrite: bool = False) -> Config | None:
-        """Raise RunFolderError if `path` cannot be a run folder or holds a run of another config (and overwrite is
-        off); writes nothing. Returns the config saved there, if any."""
+        """Raise RunFolderError if `path` cannot hold a run of `cfg`: a file stands there, it holds a run of another
+        config, a damaged config.json, or a run's files without config.json (each unless `overwrite`). Writes
+        nothing. Returns the config saved there, if any (None when overwriting)."""
         nearest = next(p for p in (path, *path.parents) if p.exists())
         if not nearest.is_dir():
             where = f"{path} is a file" if nearest == path else f"{nearest} is a file, so {path} cannot be made"
             raise RunFolderError(f"{where}: a run needs a folder; choose another")
-        saved = cls(path).saved_config()
-        if saved is not None and not overwrite and saved.short_hash() != cfg.short_hash():
+        if overwrite:
+            return None
+        folder = cls(path)
+        saved = folder.saved_config()
+        folder._read_manifest()  # damaged: named now, before anything is written
+        if saved is None and [n for n in folder.tool_files(existing=True) if n != MANIFEST and n[-4:] != ".tmp"]:
+            raise RunFolderError(
+                f"{path} holds a run's files but no config.json, so which run they belong to is unknown; "
+                f"restore config.json, pass --overwrite to replace them, or choose another folder"
+            )
+        if saved is not None and saved.short_hash() != cfg.short_hash():
             changed = [k for k, v in cfg.to_dict().items() if k != "preset" and saved.to_dict()[k] != v]
             raise RunFolderError(
                 f"{path} holds a run with another config (differs in {', '.join(changed)}); "
@@ -78,19 +119,32 @@ class RunFolder:
     @classmethod
     def open(cls, path: Path, cfg: Config, overwrite: bool = False) -> RunFolder:
         """Create the folder for `cfg`, or reopen it if it holds the same config; refuse another config, and a folder
-        that another run is using. Use it as `with RunFolder.open(...) as run:` to hold the folder until the end."""
+        that another run is using. Use it as `with RunFolder.open(...) as run:` to hold the folder until the end.
+
+        Holding is re-entrant within a process: opening a folder this process already holds (for `cfg`) returns the
+        same RunFolder and neither checks the files again nor clears them. So the command line holds the folder from
+        its first read to its last figure while `run_experiment`, called inside, opens it as it does when called
+        alone (from the notebook, which writes its figures after the run has let the folder go).
+        """
+        path = Path(path)
+        held = _held.get(path.resolve())
+        if held is not None:
+            if held.config is not None and held.config.short_hash() != cfg.short_hash():
+                raise RunFolderError(f"{path} is held by this process for a run of another config")
+            held._holds += 1
+            return held
         cls.check(path, cfg, overwrite)  # before anything is written
-        run = cls(path)
+        run = cls(path, cfg)
         path.mkdir(parents=True, exist_ok=True)
         run._hold()
         try:
-            saved = cls.check(path, cfg, overwrite)  # again, now held: a run that held it may have left its config
-            if saved is not None and overwrite:
+            cls.check(path, cfg, overwrite)  # again, now held: a run that held it may have left its config
+            if overwrite:
                 run.clear()
-            (path / "masks").mkdir(exist_ok=True)
-            (path / "tickets").mkdir(exist_ok=True)
-            if saved is None or overwrite:
-                _write_atomic(path / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+            for name in SUBFOLDERS:
+                (path / name).mkdir(exist_ok=True)
+            if overwrite or run.saved_config() is None:
+                run.write("config.json", lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n"))
         except BaseException:
             run.release()
             raise
@@ -103,6 +157,8 @@ class RunFolder:
         run never leaves the folder locked. Where there is no such lock (Windows, a file system without locks,
         a folder this process cannot write to, which no run can then damage) the folder is not guarded.
         """
+        self._holds = 1
+        _held[self.path.resolve()] = self
         if fcntl is None:
             return
         try:
@@ -113,6 +169,7 @@ class RunFolder:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
+            del _held[self.path.resolve()]
             raise RunFolderError(
                 f"{self.path} is in use by another run (in another terminal or notebook); "
                 f"wait for it to finish or stop it, or choose another folder"
@@ -123,7 +180,11 @@ class RunFolder:
         self._lock = handle
 
     def release(self) -> None:
-        """Let another run use the folder (closing the file drops the lock)."""
+        """Undo one open; the last lets another run use the folder (closing the file drops the lock)."""
+        self._holds -= 1
+        if self._holds > 0:
+            return
+        _held.pop(self.path.resolve(), None)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -134,26 +195,86 @@ class RunFolder:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+    def clear(self) -> None:
+        """Remove every file this tool wrote here, and nothing else: all of them or, if one cannot be moved, none.
+
+        The files are first moved into a side folder (renames in one folder: no data is copied), then the side
+        folder is deleted; a failure while moving moves the files back. Subfolders the tool made stay where a file
+        of someone else's is inside them.
+        """
+        side = self.path / CLEARING
+        shutil.rmtree(side, ignore_errors=True)  # left by a clear whose deletion was cut short
+        names = sorted(self.tool_files(existing=True), key=_clearing_order)
+        side.mkdir()
+        moved: list[str] = []
+        try:
+            for name in names:
+                os.replace(self.path / name, side / str(len(moved)))
+                moved.append(name)
+        except OSError as error:
+            for i, name in reversed(list(enumerate(moved))):
+                os.replace(side / str(i), self.path / name)
+            side.rmdir()
+            raise RunFolderError(
+                f"{self.path} could not be cleared: {_reason(error)}; nothing was removed; "
+                f"fix that, or choose another folder"
+            ) from None
+        self._manifest = set()
+        for name in SUBFOLDERS:
+            if (self.path / name).is_dir() and not any((self.path / name).iterdir()):
+                (self.path / name).rmdir()
+        shutil.rmtree(side, ignore_errors=True)
+
+    def tool_files(self, existing: bool = False) -> list[str]:
+        """The files this tool wrote here (relative names), the manifest last; with `existing`, those present.
+
+        From manifest.json; a folder without one (written before manifests existed), or whose manifest cannot be
+        read, is taken to hold the files with the names this tool gives its files.
+        """
+        try:
+            names = self._read_manifest()
+        except DamagedFileError:
+            names = None
+        if names is None:
+            names = {*LEGACY_FILES, *LEGACY_FIGURES, *self._level_files()}
+        candidates = [*sorted(names), *(f"{n}.tmp" for n in sorted(names)), MANIFEST]
+        return [n for n in candidates if not existing or (self.path / n).is_file()]
+
+    def _level_files(self) -> list[str]:
+        found = []
+        for folder in (self.path, *(self.path / name for name in SUBFOLDERS)):
+            if folder.is_dir():
+                names = (p.relative_to(self.path).as_posix() for p in folder.iterdir())
+                found += [n for n in names if LEVEL_FILE.fullmatch(n)]
+        return found
+
+    def _read_manifest(self) -> set[str] | None:
+        if self._manifest is None and (self.path / MANIFEST).exists():
+            self._manifest = read_checked(self.path / MANIFEST, _parse_manifest)
+        return self._manifest
+
+    def record(self, file: Path) -> None:
+        """Add `file` (inside the folder) to the manifest before it is written, so --overwrite can remove it."""
+        name = Path(file).resolve().relative_to(self.path.resolve()).as_posix()
+        names = self._read_manifest() or set()
+        if name in names or name == MANIFEST:
+            return
+        self._manifest = names | {name}
+        text = json.dumps({"files": sorted(self._manifest)}, indent=1) + "\n"
+        _replace(self.path / MANIFEST, lambda tmp: tmp.write_text(text))
+
+    # -----------------------------------------------------------------------------------------
+    # Reading and writing the run's files
+
+    def write(self, name: str, write: Callable[[Path], None]) -> None:
+        """Write the file `name` of the folder atomically: `write(tmp)` fills a temporary file."""
+        write_atomic(self.path / name, write)
+
     def saved_config(self) -> Config | None:
         file = self.path / "config.json"
         if not file.exists():
             return None
-        try:
-            return Config.from_dict(json.loads(file.read_text()))
-        except (ValueError, TypeError) as error:
-            raise RunFolderError(
-                f"{file} is not a config this version can read ({error}); use another folder"
-            ) from None
-
-    def clear(self) -> None:
-        for pattern in RUN_FILES:
-            for target in self.path.glob(pattern):
-                if target.is_dir():
-                    for file in target.iterdir():
-                        file.unlink()
-                    target.rmdir()
-                else:
-                    target.unlink()
+        return read_checked(file, lambda f: Config.from_dict(json.loads(f.read_text())))
 
     @property
     def levels_done(self) -> int:
@@ -164,27 +285,58 @@ class RunFolder:
         file = self.path / "progress.json"
         if not file.exists():
             return {"levels_done": 0, "rows": {}}
-        try:
-            progress = json.loads(file.read_text())
-            return {"levels_done": int(progress["levels_done"]), "rows": dict(progress.get("rows", {}))}
-        except (ValueError, KeyError, TypeError) as error:
-            raise _damaged(file, error) from None
+        return read_checked(file, self._parse_progress)
 
-    def cached(self, name: str, make) -> dict[str, torch.Tensor]:
+    def _parse_progress(self, file: Path) -> dict:
+        progress = json.loads(file.read_text())
+        levels, rows = progress["levels_done"], progress.get("rows", {})
+        most = self.config.rounds + 1 if self.config is not None else None
+        if not _is_count(levels) or (most is not None and levels > most):
+            raise ValueError(f"levels_done is {levels!r}, not a whole number from 0 to {most}")
+        if not isinstance(rows, dict) or not all(
+            k in ("results.csv", "curves.csv") and _is_count(v) for k, v in rows.items()
+        ):
+            raise ValueError(f"rows is {rows!r}, not row counts of results.csv and curves.csv")
+        return {"levels_done": levels, "rows": rows}
+
+    def cached(self, name: str, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         if not (self.path / name).exists():
             self.save(name, make())
         return self.load(name)
 
     def save(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        tmp = self.path / (name + ".tmp")
-        torch.save({k: v.cpu() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, self.path / name)
+        tensors = {k: v.cpu() for k, v in tensors.items()}
+        self.write(name, lambda tmp: torch.save(tensors, tmp))
 
     def load(self, name: str) -> dict[str, torch.Tensor]:
-        try:
-            return torch.load(self.path / name, weights_only=True)
-        except (FileNotFoundError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
-            raise _damaged(self.path / name, error) from None
+        """A tensor file of the folder, checked: a dict of the tensors, names and shapes a run of its config saves."""
+        return read_checked(self.path / name, lambda file: self._parse_tensors(file, name))
+
+    def _parse_tensors(self, file: Path, name: str) -> dict[str, torch.Tensor]:
+        tensors = torch.load(file, weights_only=True)
+        if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+            raise ValueError(f"it holds a {type(tensors).__name__}, not a dict of tensors")
+        expected = self._shapes(name)
+        if expected is not None:
+            got = {k: tuple(v.shape) for k, v in tensors.items()}
+            if got != expected:
+                wrong = sorted(set(got.items()) ^ set(expected.items()))[0][0]
+                raise ValueError(f"{wrong} is {got.get(wrong, 'missing')}, not {expected.get(wrong, 'expected')}")
+        return tensors
+
+    def _shapes(self, name: str) -> dict[str, tuple[int, ...]] | None:
+        """The tensor names and shapes of the file `name` for this run's config (None: not known)."""
+        cfg = self.config
+        if cfg is None:
+            return None
+        shapes = layer_shapes(cfg.fc1_width, cfg.fc2_width)
+        if name.startswith("masks/"):
+            return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in MASK_CONDITIONS for layer in LAYERS}
+        n = 1 if name.startswith("tickets/") else cfg.trials
+        params = {}
+        for layer in LAYERS:
+            params[f"{layer}.weight"], params[f"{layer}.bias"] = (n, *shapes[layer]), (n, shapes[layer][0])
+        return params
 
     def save_masks(self, level: int, masks: dict[str, Masks]) -> None:
         flat = {f"{condition}.{layer}": m for condition, stack in masks.items() for layer, m in stack.items()}
@@ -206,44 +358,109 @@ class RunFolder:
     def _read_csv(self, name: str) -> pd.DataFrame:
         """The rows of the finished levels, as many as progress.json recorded; rows of a level cut off before
         progress.json said it was finished are dropped."""
-        progress, file = self._progress(), self.path / name
+        progress = self._progress()
         if not progress["levels_done"]:
             return pd.DataFrame()
-        try:
+        recorded = progress["rows"].get(name)  # run folders of older versions recorded no counts
+
+        def parse(file: Path) -> pd.DataFrame:
             text = file.read_bytes()
             if not text.endswith(b"\n"):
                 raise ValueError("it ends in the middle of a row")
             table = pd.read_csv(io.BytesIO(text))  # the bytes just checked: the file is read once
+            if not pd.api.types.is_integer_dtype(table["level"]):
+                raise ValueError("its level column holds other things than whole numbers")
             finished = table[table["level"] < progress["levels_done"]].reset_index(drop=True)
-        except (OSError, ValueError, KeyError) as error:  # missing, cut short, unparsable, no level column
-            raise _damaged(file, error) from None
-        recorded = progress["rows"].get(name, len(finished))  # run folders of older versions recorded no counts
-        if len(finished) != recorded:
-            raise _damaged(
-                file, ValueError(f"{len(finished)} rows of finished levels, progress.json recorded {recorded}")
-            )
-        return finished
+            if recorded is not None and len(finished) != recorded:
+                raise ValueError(f"{len(finished)} rows of finished levels, progress.json recorded {recorded}")
+            return finished
+
+        return read_checked(self.path / name, parse)
 
     def finish_level(self, level: int, rows: list[dict], curves: list[dict]) -> None:
         """Append the level's rows, then mark it finished: a crash in between only repeats the level."""
         counts = {}
         for name, new, old in (("results.csv", rows, self.results()), ("curves.csv", curves, self.curves())):
             table = pd.concat([old, pd.DataFrame(new)], ignore_index=True) if len(old) else pd.DataFrame(new)
-            _write_atomic(self.path / name, table.to_csv(index=False))
+            self.write(name, lambda tmp, table=table: table.to_csv(tmp, index=False))
             counts[name] = len(table)
-        _write_atomic(self.path / "progress.json", json.dumps({"levels_done": level + 1, "rows": counts}) + "\n")
+        progress = json.dumps({"levels_done": level + 1, "rows": counts}) + "\n"
+        self.write("progress.json", lambda tmp: tmp.write_text(progress))
 
 
-def _damaged(file: Path, error: Exception) -> RunFolderError:
-    """A run-folder file that cannot be read (cut short by a failed copy or sync, edited, deleted)."""
-    reason = " ".join(str(error).split()).split(". ")[0]  # torch's explanation runs to several sentences
-    return RunFolderError(
-        f"{file} cannot be read ({type(error).__name__}: {reason}); the run folder is damaged: "
-        f"start the run again with --overwrite (in Python: overwrite=True), or choose another folder"
-    )
+# ---------------------------------------------------------------------------------------------
+# One way to write a file, one way to read one
 
 
-def _write_atomic(file: Path, text: str) -> None:
+def write_atomic(file: Path, write: Callable[[Path], None]) -> None:
+    """Write `file` through `write(tmp)` into a temporary file beside it, then rename that into place.
+
+    A reader (or a run killed meanwhile) sees the old file or the new one, never half of one. A file written into a
+    folder this process holds is first recorded in that folder's manifest. Any OSError (a full disk, no permission)
+    removes the temporary file and becomes a RunFolderError that names the file.
+    """
+    file = Path(file)
+    try:
+        holder = _holder_of(file)
+        if holder is not None:
+            holder.record(file)
+        _replace(file, write)
+    except OSError as error:
+        raise RunFolderError(
+            f"could not write {file}: {_reason(error)}; the finished levels are kept in {file.parent}: "
+            f"free some space (or fix the permission) and run the same command again to resume"
+        ) from None
+
+
+def _replace(file: Path, write: Callable[[Path], None]) -> None:
     tmp = file.with_name(file.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, file)
+    try:
+        write(tmp)
+        os.replace(tmp, file)
+    except BaseException:  # a full disk, or Ctrl-C: no temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _holder_of(file: Path) -> RunFolder | None:
+    where = file.resolve().parent
+    return next((run for path, run in _held.items() if where == path or path in where.parents), None)
+
+
+def read_checked(file: Path, parse: Callable[[Path], T]) -> T:
+    """`parse(file)`, with any failure (missing, cut short, garbage, wrong content) a DamagedFileError naming
+    `file`: a run folder damaged by a failed copy or sync, an edit, a deletion."""
+    try:
+        return parse(file)
+    except RunFolderError:
+        raise
+    except Exception as error:
+        raise DamagedFileError(
+            f"{file} cannot be read ({type(error).__name__}: {_reason(error)}); the run folder is damaged: "
+            f"restore that file, start the run again with --overwrite (in Python: overwrite=True), or choose "
+            f"another folder"
+        ) from None
+
+
+def _reason(error: BaseException) -> str:
+    """The first sentence of an error's message, on one line (torch's explanations run to several sentences)."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return " ".join(str(error).split()).split(". ")[0] or type(error).__name__
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parse_manifest(file: Path) -> set[str]:
+    names = json.loads(file.read_text())["files"]
+    if not isinstance(names, list) or not all(isinstance(n, str) and ".." not in Path(n).parts for n in names):
+        raise ValueError("files is not a list of names inside the folder")
+    return set(names)
+
+
+def _clearing_order(name: str) -> int:
+    """progress.json first, config.json and the manifest last: a clear cut short leaves a run with no level
+    finished, which resumes or is overwritten, never results without their config."""
+    return {"progress.json": 0, "config.json": 2, MANIFEST: 3}.get(name, 1)

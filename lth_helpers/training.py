@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 import time
 import warnings
@@ -37,11 +38,17 @@ from .pruning import current_params
 METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
 
 
+DIVERGENCE_FACTOR = 100  # a training loss this many times its start (at least ln 10, a uniform guess) has diverged
+DIVERGED = f"NaN, infinite, or over {DIVERGENCE_FACTOR} times its starting value"
+
+
 class DivergenceError(RuntimeError):
-    """A network's training loss became NaN or infinite."""
+    """A network's training loss became NaN or infinite, or exploded: over DIVERGENCE_FACTOR times the larger of its
+    loss before training and ln(10), the loss of a uniform guess over the ten classes. Adam at a sane learning rate
+    never comes near that; an exploding run can reach 1e29 without becoming NaN, and learns nothing on the way."""
 
     def __init__(self, network: int, iteration: int):
-        super().__init__(f"network {network} diverged: non-finite training loss at iteration {iteration}")
+        super().__init__(f"network {network} diverged: training loss {DIVERGED} at iteration {iteration}")
         self.network, self.iteration = network, iteration
 
 
@@ -266,7 +273,7 @@ def train_networks(
     """Train every network of `model` for `iterations` Adam steps; network i draws batches with batch_seeds[i].
 
     Evaluates on validation and test before training, every `eval_every` iterations and at the end.
-    Raises DivergenceError at the first non-finite training loss. `cuda_graph` defaults to "on CUDA".
+    Raises DivergenceError at the first non-finite or exploded training loss. `cuda_graph` defaults to "on CUDA".
     """
     device = data.train_x.device
     use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
@@ -282,7 +289,9 @@ def train_networks(
                 window[it - begin] = step(sampler.indices(it))
                 if it + 1 == snapshot_iteration:
                     snapshot = current_params(model)
-            _check_finite(window[: end - begin], begin)
+            if begin == 0:  # window[0]: each network's loss before its first step
+                limit = DIVERGENCE_FACTOR * window[0].clamp(min=math.log(10))
+            _check_finite(window[: end - begin], begin, limit)
             history.append(_evaluate_all(model, data))
             bar.update(end - begin)
             bar.set_postfix(loss=f"{window[: end - begin].mean().item():.4f}")
@@ -298,8 +307,8 @@ def _evaluate_all(model: StackedMLP, data: MNISTSplits) -> dict[str, torch.Tenso
     return dict(val_loss=val_loss, val_accuracy=val_acc, test_loss=test_loss, test_accuracy=test_acc)
 
 
-def _check_finite(losses: torch.Tensor, first_iteration: int) -> None:
-    bad = ~torch.isfinite(losses)
+def _check_finite(losses: torch.Tensor, first_iteration: int, limit: torch.Tensor) -> None:
+    bad = ~torch.isfinite(losses) | (losses > limit)
     if bad.any():
         rows, networks = bad.nonzero(as_tuple=True)
         first = rows.argmin()

@@ -119,10 +119,10 @@ def test_a_damaged_mnist_file_is_named_in_one_line_not_called_missing(damage, me
 
 def test_a_damaged_run_folder_exits_1_with_one_line_and_is_left_as_it_was(tmp_path, tiny_data, capsys):
     out = tmp_path / "run"
-    run_experiment(make_config("smoke"), out, tiny_data, progress=False)
+    run_experiment(make_config("smoke", val_size=200), out, tiny_data, progress=False)
     (out / "init.pt").write_bytes((out / "init.pt").read_bytes()[:1000])
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
-    assert main(["--preset", "smoke", "--out", str(out), "--no-progress"]) == 1
+    assert main(["--preset", "smoke", "--val-size", "200", "--out", str(out), "--no-progress"]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{out / 'init.pt'} cannot be read" in error and "--overwrite" in error
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before

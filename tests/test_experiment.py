@@ -12,28 +12,13 @@ import torch
 
 import lth_helpers.experiment as experiment
 import lth_helpers.runs as runs
-from lth_helpers.config import make_config
 from lth_helpers.experiment import ExperimentError, level_networks, run_experiment
 from lth_helpers.model import LAYERS, select
 from lth_helpers.pruning import build_model, count_remaining
 from lth_helpers.runs import RunFolder, RunFolderError
 from lth_helpers.training import DivergenceError
 from tests.conftest import REPO
-
-
-def small(**overrides):
-    values = dict(
-        fc1_width=40,
-        fc2_width=20,
-        iterations=30,
-        eval_every=10,
-        batch_size=32,
-        rounds=3,
-        trials=2,
-        controls=("reinit", "random_prune"),
-        learning_rate=2e-3,
-    )
-    return make_config("smoke", **{**values, **overrides})
+from tests.conftest import tiny_config as small
 
 
 def run(cfg, path, data):
