@@ -141,6 +141,9 @@ class RunFolder:
             cls.check(path, cfg, overwrite)  # again, now held: a run that held it may have left its config
             if overwrite:
                 run.clear()
+            elif not (path / MANIFEST).exists():  # a folder of a version without manifests: list its files now
+                for name in run.tool_files(existing=True):
+                    run.record(path / name)
             for name in SUBFOLDERS:
                 (path / name).mkdir(exist_ok=True)
             if overwrite or run.saved_config() is None:
@@ -211,10 +214,12 @@ class RunFolder:
             for name in names:
                 os.replace(self.path / name, side / str(len(moved)))
                 moved.append(name)
-        except OSError as error:
+        except BaseException as error:  # an OSError, or Ctrl-C: every file goes back
             for i, name in reversed(list(enumerate(moved))):
                 os.replace(side / str(i), self.path / name)
             side.rmdir()
+            if not isinstance(error, OSError):
+                raise
             raise RunFolderError(
                 f"{self.path} could not be cleared: {_reason(error)}; nothing was removed; "
                 f"fix that, or choose another folder"

@@ -98,7 +98,7 @@ def test_missing_data_names_the_files_and_the_folder_in_one_line(tmp_path, capsy
 
 DAMAGE = {  # how the train images file is spoiled, and what the error must then say
     "truncated": (lambda data: data[:1_000_000], "train-images-idx3-ubyte is 1,000,000 bytes, not 47,040,016"),
-    "another format": (lambda data: b"\0\0\0\0" + data[4:], "could not be read"),  # right size, wrong header
+    "another format": (lambda data: b"\0\0\0\0" + data[4:], "starts with 0, not the magic number 2051"),  # right size
 }
 
 
