@@ -121,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
             report_run(out, results, data.test_x, cfg.rounds)
     except (DataError, ExperimentError, RunFolderError, OSError) as error:  # OSError: unwritable folder
         return _fail(parser, error)
-    except (MemoryError, torch.OutOfMemoryError, RuntimeError) as error:
-        if not isinstance(error, MemoryError) and "alloc" not in str(error):
+    except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises a RuntimeError
+        if not isinstance(error, (MemoryError, torch.OutOfMemoryError)) and "can't allocate" not in str(error):
             raise
-        return _fail(parser, f"out of memory ({_first_line(error)}); finished levels are kept in {out}")
+        return _fail(parser, f"out of memory ({_one_line(error)}); finished levels are kept in {out}")
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished levels are kept in {out}; the same command resumes", file=sys.stderr)
         return 130
@@ -133,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(parser: argparse.ArgumentParser, error: Exception | str) -> int:
-    print(f"{parser.prog}: error: {_first_line(error)}", file=sys.stderr)
+    print(f"{parser.prog}: error: {_one_line(error)}", file=sys.stderr)
     return 1
 
 
-def _first_line(error: Exception | str) -> str:
+def _one_line(error: Exception | str) -> str:
     return " ".join(str(error).split())
 
 

@@ -405,14 +405,15 @@ def write_atomic(file: Path, write: Callable[[Path], None]) -> None:
     removes the temporary file and becomes a RunFolderError that names the file.
     """
     file = Path(file)
+    holder = _holder_of(file)
     try:
-        holder = _holder_of(file)
         if holder is not None:
             holder.record(file)
         _replace(file, write)
     except OSError as error:
+        folder = file.parent if holder is None else holder.path
         raise RunFolderError(
-            f"could not write {file}: {_reason(error)}; the finished levels are kept in {file.parent}: "
+            f"could not write {file}: {_reason(error)}; the finished levels are kept in {folder}: "
             f"free some space (or fix the permission) and run the same command again to resume"
         ) from None
 

@@ -409,8 +409,9 @@ def test_a_second_run_during_the_first_ones_report_is_refused_and_the_first_fini
     assert code == 0, error
     assert seen and seen[0].startswith(f"{out} is in use by another run")
     assert (out / "ticket_level_01.pt").exists() and (out / "config.json").exists()
-    second = subprocess.run([sys.executable, "-c", SECOND_RUN, str(out)], cwd=REPO, capture_output=True, text=True)
-    assert second.stdout == "opened\n"  # once the command has ended, the folder is free
+    assert not runs._held  # once the command has ended, the folder is free: even this process can lock it anew
+    with RunFolder.open(out, RunFolder(out).saved_config()):
+        pass
 
 
 def test_the_notebooks_sequence_still_works_after_run_experiment_lets_the_folder_go(tmp_path):
