@@ -46,12 +46,6 @@ SUBFOLDERS = ("masks", "tickets")
 MASK_CONDITIONS = ("ticket", "random_prune")  # the masks saved per level: the ticket's and the random control's
 # The files of a run folder written before manifests existed: the names this tool gives its files.
 LEGACY_FILES = ("config.json", "init.pt", "rewind.pt", "results.csv", "curves.csv", "progress.json", "inference.csv")
-LEGACY_FIGURES = (
-    "accuracy_vs_weights.png",
-    "early_stop_vs_weights.png",
-    "accuracy_curves.png",
-    "inference_latency.png",
-)
 LEVEL_FILE = re.compile(r"(masks/level_|tickets/level_|ticket_level_)\d\d+\.pt")
 
 T = TypeVar("T")
@@ -241,7 +235,9 @@ class RunFolder:
         except DamagedFileError:
             names = None
         if names is None:
-            names = {*LEGACY_FILES, *LEGACY_FIGURES, *self._level_files()}
+            from .plotting import FIGURES, INFERENCE_FIGURE  # here: plotting imports this module
+
+            names = {*LEGACY_FILES, *FIGURES, INFERENCE_FIGURE, *self._level_files()}
         candidates = [*sorted(names), *(f"{n}.tmp" for n in sorted(names)), MANIFEST]
         return [n for n in candidates if not existing or (self.path / n).is_file()]
 

@@ -370,12 +370,13 @@ def test_a_folder_with_results_but_no_config_is_refused_not_adopted(command, cop
 def test_a_run_folder_written_before_manifests_is_taken_to_hold_the_files_the_tool_names_so(copy):
     (copy / runs.MANIFEST).unlink()
     (copy / "mine.png").write_bytes(b"mine")
+    (copy / "accuracy_curves.png").write_bytes(b"a figure of the old run")
     run_experiment(CFG, copy, synthetic_splits(), progress=False)  # resumed: finished already, its files listed
     listed = json.loads((copy / runs.MANIFEST).read_text())["files"]
     assert {"init.pt", "rewind.pt", "masks/level_01.pt", "results.csv"} <= set(listed) and "mine.png" not in listed
     run_experiment(tiny_config(rounds=0, trials=1, iterations=20), copy, synthetic_splits(), overwrite=True)
     assert not (copy / "masks" / "level_01.pt").exists() and not (copy / "rewind.pt").exists()
-    assert (copy / "mine.png").read_bytes() == b"mine"
+    assert not (copy / "accuracy_curves.png").exists() and (copy / "mine.png").read_bytes() == b"mine"
 
 
 # ---------------------------------------------------------------------------------------------
