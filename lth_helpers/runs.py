@@ -238,7 +238,7 @@ class RunFolder:
             from .plotting import FIGURES, INFERENCE_FIGURE  # here: plotting imports this module
 
             names = {*LEGACY_FILES, *FIGURES, INFERENCE_FIGURE, *self._level_files()}
-        candidates = [*sorted(names), *(f"{n}.tmp" for n in sorted(names)), MANIFEST]
+        candidates = [*sorted(names), *(f"{n}.tmp" for n in sorted(names)), f"{MANIFEST}.tmp", MANIFEST]
         return [n for n in candidates if not existing or (self.path / n).is_file()]
 
     def _level_files(self) -> list[str]:
@@ -457,9 +457,14 @@ def _is_count(value: object) -> bool:
 
 def _parse_manifest(file: Path) -> set[str]:
     names = json.loads(file.read_text())["files"]
-    if not isinstance(names, list) or not all(isinstance(n, str) and ".." not in Path(n).parts for n in names):
+    if not isinstance(names, list) or not all(_inside(name) for name in names):
         raise ValueError("files is not a list of names inside the folder")
     return set(names)
+
+
+def _inside(name: object) -> bool:
+    """A relative name that stays inside the folder: --overwrite removes what the manifest names."""
+    return isinstance(name, str) and not Path(name).is_absolute() and ".." not in Path(name).parts
 
 
 def _clearing_order(name: str) -> int:

@@ -209,7 +209,7 @@ WRONG_CONTENT = {  # right format, wrong content: each must be named, not misrea
         [2],
     ],
     "config.json": [{"rounds": "one"}, {"fc1_width": 1e9}, {"momentum": 0.9}, {"global_pruning": "no"}, []],
-    runs.MANIFEST: [{"files": "init.pt"}, {"files": ["../outside.txt"]}, {}],
+    runs.MANIFEST: [{"files": "init.pt"}, {"files": ["../outside.txt"]}, {"files": ["/etc/hostname"]}, {}],
 }
 
 
