@@ -188,8 +188,12 @@ def memory_needed(cfg: Config) -> int:
     """Bytes of float32 tensors that training the largest level of `cfg` holds: its networks' weights, held
     COPIES_PER_WEIGHT times (activations, a batch by the widths, are small beside them)."""
     weights = sum(out * (inputs + 1) for out, inputs in layer_shapes(cfg.fc1_width, cfg.fc2_width).values())
-    networks = cfg.trials * (1 + (len(cfg.controls) if cfg.rounds else 0))
-    return 4 * COPIES_PER_WEIGHT * weights * networks
+    return 4 * COPIES_PER_WEIGHT * weights * _largest_level(cfg)
+
+
+def _largest_level(cfg: Config) -> int:
+    """Networks trained together at a pruned level (the trials' tickets and controls), or at level 0 alone."""
+    return cfg.trials * (1 + (len(cfg.controls) if cfg.rounds else 0))
 
 
 def check_memory(cfg: Config, device: torch.device) -> None:
@@ -203,11 +207,11 @@ def check_memory(cfg: Config, device: torch.device) -> None:
         return
     needed = memory_needed(cfg)
     if needed > total:
-        networks = cfg.trials * (1 + (len(cfg.controls) if cfg.rounds else 0))
         raise ConfigError(
-            f"the model does not fit: {networks} network(s) of widths {INPUT_SIZE}-{cfg.fc1_width}-{cfg.fc2_width}-"
-            f"{N_CLASSES} need about {needed / 2**30:,.1f} GiB to train, and {device.type} has {total / 2**30:,.1f} "
-            f"GiB; choose smaller widths (--fc1-width, --fc2-width) or fewer trials"
+            f"the model does not fit: {_largest_level(cfg)} network(s) of widths "
+            f"{INPUT_SIZE}-{cfg.fc1_width}-{cfg.fc2_width}-{N_CLASSES} need about {needed / 2**30:,.1f} GiB to train, "
+            f"and {device.type} has {total / 2**30:,.1f} GiB; choose smaller widths (--fc1-width, --fc2-width) or "
+            f"fewer trials"
         )
 
 

@@ -26,10 +26,8 @@ from .config import Config, ConfigError, check_memory
 from .data import MNISTSplits
 from .model import INPUT_SIZE, LAYERS, Params, concat, init_params, layer_shapes, select
 from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_magnitude, random_masks_like
-from .runs import RunFolder, RunFolderError
+from .runs import RunFolder
 from .training import DIVERGED, DivergenceError, TrainResult, train_networks
-
-__all__ = ["ExperimentError", "RunFolder", "RunFolderError", "level_networks", "prune_ticket", "run_experiment"]
 
 CONDITIONS = ("ticket", "reinit", "random_prune")
 
