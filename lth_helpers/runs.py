@@ -306,8 +306,7 @@ class RunFolder:
         return self.load(name)
 
     def save(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        tensors = {k: v.cpu() for k, v in tensors.items()}
-        self.write(name, lambda tmp: torch.save(tensors, tmp))
+        save_tensors(self.path / name, {k: v.cpu() for k, v in tensors.items()})
 
     def load(self, name: str) -> dict[str, torch.Tensor]:
         """A tensor file of the folder, checked: a dict of the tensors, names and shapes a run of its config saves."""
@@ -412,6 +411,14 @@ def write_atomic(file: Path, write: Callable[[Path], None]) -> None:
             f"could not write {file}: {_reason(error)}; the finished levels are kept in {folder}: "
             f"free some space (or fix the permission) and run the same command again to resume"
         ) from None
+
+
+def save_tensors(file: Path, tensors: object) -> None:
+    """torch.save, through write_atomic. Serialized in memory first: torch's own file writer reports a full disk as
+    a RuntimeError from C++, Python's as the OSError it is."""
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    write_atomic(file, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def _replace(file: Path, write: Callable[[Path], None]) -> None:

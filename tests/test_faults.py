@@ -140,6 +140,25 @@ def test_a_run_cut_by_a_full_disk_resumes_to_the_uninterrupted_results(command, 
     assert isinstance(load_ticket(out / "ticket_level_01.pt"), torch.nn.Module)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a file-size limit (RLIMIT_FSIZE) is a POSIX feature")
+def test_a_file_size_limit_hit_by_torchs_own_writer_is_one_line_and_exit_1(tmp_path):
+    """A real write failure, not a patched one: Python ignores SIGXFSZ, so a write past the limit fails as on a full
+    disk (torch's C++ file writer would report it as a RuntimeError)."""
+    import resource
+
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "lth_helpers", *FLAGS, "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024)),  # init.pt: 130 KB
+    )
+    assert done.returncode == 1 and one_line(done.stderr), done.stderr
+    assert f"could not write {out / 'init.pt'}: File too large" in done.stderr
+    assert not list(out.rglob("*.tmp")) and not (out / "init.pt").exists()
+
+
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
     file = tmp_path / "table.csv"
     file.write_text("old\n")
