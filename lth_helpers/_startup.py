@@ -18,6 +18,7 @@ def quiet_interrupts() -> None:
         if not issubclass(kind, KeyboardInterrupt):
             previous(kind, error, traceback)
             return
+        sys.stdout.flush()
         sys.stderr.write("\ninterrupted while starting; nothing was written\n")
         sys.stderr.flush()
         os._exit(INTERRUPTED)  # sys.exit cannot end the process from inside the hook
