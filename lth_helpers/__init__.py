@@ -10,9 +10,10 @@ inference (what a ticket costs to run: compacted and sparse forms), report (tabl
 conclusions), plotting (the paper's figures), cli.
 """
 
+from . import _startup  # noqa: F401  first, before torch: Ctrl-C while `python -m lth_helpers` starts is one line
 from .config import Config, ConfigError, default_preset, make_config, resolve_device
 from .data import data_dir, load_mnist
-from .experiment import RunFolder, run_experiment
+from .experiment import run_experiment
 from .fast_step import FastStep
 from .inference import inference_table, load_ticket, save_ticket
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
@@ -26,6 +27,7 @@ from .report import (
     sparsity_table,
     summary_table,
 )
+from .runs import RunFolder
 from .training import evaluate_all, reference_step, train_networks
 
 __all__ = [

@@ -4,8 +4,10 @@
     python -m lth_helpers --preset paper --trials 2 --controls reinit,random_prune
     python -m lth_helpers --help          # every config field, with each preset's value
 
-Exit status 2 for bad input (nothing is written); 1 when the data is missing, training diverges or the run folder
-cannot be written or read back (finished levels are kept); 130 when interrupted (the same command resumes).
+Exit status 2 for bad input, a model too big for the device's memory, or a run folder that holds another run
+(nothing is written); 1 when the data is missing or damaged, training diverges, memory runs out, or a file of the
+run folder cannot be written or read back (finished levels are kept, the folder is left as it was); 130 when
+interrupted, at any moment (the same command resumes). Every error is one line that names what to do.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+import pandas as pd
 import torch
 
-from .config import DEVICES, PRESETS, Config, ConfigError, default_preset, make_config, resolve_device
+from .config import DEVICES, PRESETS, Config, ConfigError, check_memory, default_preset, make_config, resolve_device
 from .data import DataError, data_dir, load_mnist
-from .experiment import ExperimentError, RunFolder, RunFolderError, run_experiment
+from .experiment import ExperimentError, run_experiment
 from .inference import first_network, inference_table, save_ticket
 from .plotting import INFERENCE_FIGURE, plot_inference, save_figures
 from .report import conclusions, inference_conclusions, inference_summary, paper_comparison, summary_table
+from .runs import DamagedFileError, RunFolder, RunFolderError, write_atomic
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         cfg = make_config(args.preset or default_preset(device), **overrides)
+        check_memory(cfg, device)
         out = Path(args.out or Path("runs") / cfg.run_name())
         RunFolder.check(out, cfg, args.overwrite)
+    except DamagedFileError as error:  # not bad input: a file to restore or to overwrite
+        return _fail(parser, error)
     except (ConfigError, RunFolderError) as error:
         parser.error(str(error))
     try:
@@ -109,18 +116,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{cfg.run_name()}: {_count(cfg.rounds + 1, 'level')} x {_count(cfg.trials, 'trial')}, "
             f"ticket + {controls or 'no controls'}, on {device}; run folder {out}"
         )
-        results = run_experiment(cfg, out, data, overwrite=args.overwrite, progress=not args.no_progress)
-        save_figures(results, RunFolder(out).curves(), out)
-        print(summary_table(results).to_string())
-        print("\n".join(conclusions(results)))
-        comparison = paper_comparison(results)
-        if len(comparison):
-            print("\nThe paper's statements about LeNet-300-100, and this run:")
-            print(comparison.to_string(index=False))
-        report_inference(out, data.test_x, cfg.rounds)
-    except (DataError, ExperimentError, RunFolderError, OSError) as error:  # OSError: unwritable folder, full disk
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 1
+        with RunFolder.open(out, cfg, args.overwrite):  # held from the first read to the last file written
+            results = run_experiment(cfg, out, data, overwrite=args.overwrite, progress=not args.no_progress)
+            report_run(out, results, data.test_x, cfg.rounds)
+    except (DataError, ExperimentError, RunFolderError, OSError) as error:  # OSError: unwritable folder
+        return _fail(parser, error)
+    except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises a RuntimeError
+        if not isinstance(error, (MemoryError, torch.OutOfMemoryError)) and "can't allocate" not in str(error):
+            raise
+        return _fail(parser, f"out of memory ({_one_line(error)}); finished levels are kept in {out}")
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished levels are kept in {out}; the same command resumes", file=sys.stderr)
         return 130
@@ -128,12 +132,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _fail(parser: argparse.ArgumentParser, error: Exception | str) -> int:
+    print(f"{parser.prog}: error: {_one_line(error)}", file=sys.stderr)
+    return 1
+
+
+def _one_line(error: Exception | str) -> str:
+    return " ".join(str(error).split())
+
+
+def report_run(out: Path, results: pd.DataFrame, test_x: torch.Tensor, last_level: int) -> None:
+    """Print the run's tables and conclusions; write its figures, inference table and exported ticket."""
+    save_figures(results, RunFolder(out).curves(), out)
+    print(summary_table(results).to_string())
+    print("\n".join(conclusions(results)))
+    comparison = paper_comparison(results)
+    if len(comparison):
+        print("\nThe paper's statements about LeNet-300-100, and this run:")
+        print(comparison.to_string(index=False))
+    report_inference(out, test_x, last_level)
+
+
 def report_inference(out: Path, test_x: torch.Tensor, last_level: int) -> None:
     """Time every level's ticket in each inference form; export the sparsest ticket in its smallest form."""
     print("\nWhat does the ticket buy? Inference on the CPU, trial 0's ticket at every level:")
     table = inference_table(out, test_x)
-    table.to_csv(out / "inference.csv", index=False)
-    plot_inference(table).savefig(out / INFERENCE_FIGURE, dpi=120)
+    write_atomic(out / "inference.csv", lambda tmp: table.to_csv(tmp, index=False))
+    figure = plot_inference(table)
+    write_atomic(out / INFERENCE_FIGURE, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     print(inference_summary(table).to_string())
     print("\n".join(inference_conclusions(table)))
     run = RunFolder(out)

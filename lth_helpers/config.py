@@ -12,10 +12,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from .model import INPUT_SIZE, N_CLASSES, layer_shapes
 
 CONTROLS = ("reinit", "random_prune")  # the baselines that can be trained beside the ticket
 INITS = ("glorot_normal", "kaiming_uniform")
@@ -55,6 +60,8 @@ class Config:
     seed: int = _f(0, "base random seed (initialization, batch order, controls)")
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # the frozen dataclass's own values, normalized before they are checked
+            object.__setattr__(self, f.name, _normalized(f.name, str(f.type), getattr(self, f.name)))
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,8 +106,6 @@ def replace(cfg: Config, **overrides: Any) -> Config:
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ConfigError(f"unknown config field {unknown[0]!r}; known fields: {', '.join(sorted(names))}")
-    if "controls" in overrides:
-        overrides["controls"] = tuple(overrides["controls"])
     return dataclasses.replace(cfg, **overrides)
 
 
@@ -109,6 +114,28 @@ def make_config(preset: str = "paper", **overrides: Any) -> Config:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     return replace(Config(), preset=preset, **{**PRESETS[preset], **overrides})
+
+
+def _normalized(name: str, kind: str, value: Any) -> Any:
+    """`value` as the field's own type, so that config.json stays plain JSON and the hash stays the same: numpy and
+    other integers as int, real numbers other than int and float as float, a list of names as a tuple. Raises
+    ConfigError for a value of another kind (a bool or a string where a number is meant, a string for a tuple)."""
+    if kind == "int" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, (bool, int)):
+        return float(value)
+    if kind == "tuple[str, ...]":
+        if isinstance(value, str) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a tuple of names, such as ('reinit',), got {value!r}")
+        value = tuple(value)
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a tuple of names (strings), got {value!r}")
+        return value
+    expected = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}[kind]
+    if not isinstance(value, expected) or (kind != "bool" and isinstance(value, bool)):
+        what = {"int": "an integer", "float": "a real number", "bool": "True or False", "str": "a string"}[kind]
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+    return value
 
 
 def validate(cfg: Config) -> None:
@@ -125,8 +152,8 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg, name)
         if not isinstance(value, (int, float)) or not 0 < value < 1:
             raise ConfigError(f"{name} must lie strictly between 0 and 1, got {value!r}")
-    if not isinstance(cfg.learning_rate, (int, float)) or not cfg.learning_rate > 0:
-        raise ConfigError(f"learning_rate must be positive, got {cfg.learning_rate!r}")
+    if not cfg.learning_rate > 0 or not math.isfinite(cfg.learning_rate):
+        raise ConfigError(f"learning_rate must be positive and finite, got {cfg.learning_rate!r}")
     if cfg.init not in INITS:
         raise ConfigError(f"unknown init {cfg.init!r}; choose one of: {', '.join(INITS)}")
     for control in cfg.controls:
@@ -151,6 +178,41 @@ def default_preset(device: torch.device) -> str:
     """The preset a run uses when none is named: `paper` on a GPU, where the paper's whole figure takes minutes, and
     `seed` on a CPU, where `paper` takes hours and `seed` about a minute. (`Config()` itself is the paper's setting.)"""
     return "paper" if device.type == "cuda" else "seed"
+
+
+COPIES_PER_WEIGHT = 8  # what training holds per weight: weight, mask, masked weight, gradient, Adam's two moments,
+# the trained weights and a rewind snapshot
+
+
+def memory_needed(cfg: Config) -> int:
+    """Bytes of float32 tensors that training the largest level of `cfg` holds: its networks' weights, held
+    COPIES_PER_WEIGHT times (activations, a batch by the widths, are small beside them)."""
+    weights = sum(out * (inputs + 1) for out, inputs in layer_shapes(cfg.fc1_width, cfg.fc2_width).values())
+    return 4 * COPIES_PER_WEIGHT * weights * _largest_level(cfg)
+
+
+def _largest_level(cfg: Config) -> int:
+    """Networks trained together at a pruned level (the trials' tickets and controls), or at level 0 alone."""
+    return cfg.trials * (1 + (len(cfg.controls) if cfg.rounds else 0))
+
+
+def check_memory(cfg: Config, device: torch.device) -> None:
+    """Raise ConfigError, before anything is allocated, if `cfg`'s model cannot fit in `device`'s memory (all of it,
+    counting what other programs use as free): a width of a billion would otherwise fail deep inside torch."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    else:  # no way to ask: torch's own error will say
+        return
+    needed = memory_needed(cfg)
+    if needed > total:
+        raise ConfigError(
+            f"the model does not fit: {_largest_level(cfg)} network(s) of widths "
+            f"{INPUT_SIZE}-{cfg.fc1_width}-{cfg.fc2_width}-{N_CLASSES} need about {needed / 2**30:,.1f} GiB to train, "
+            f"and {device.type} has {total / 2**30:,.1f} GiB; choose smaller widths (--fc1-width, --fc2-width) or "
+            f"fewer trials"
+        )
 
 
 def resolve_device(name: str = "auto") -> torch.device:

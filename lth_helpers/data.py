@@ -30,7 +30,7 @@ MNIST_FILES = {
 
 
 class DataError(RuntimeError):
-    """MNIST could not be found or downloaded."""
+    """MNIST could not be found, read or downloaded; the message is one line naming the file and the remedy."""
 
 
 @dataclass
@@ -48,35 +48,70 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("LTH_DATA_DIR") or "data")
 
 
+IDX_MAGIC = {"images": 2051, "labels": 2049}  # the first four bytes of an IDX file: unsigned bytes, 3 or 1 dimensions
+
+
 def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        dataset = MNIST(root=str(root), train=train, download=True)
-    except Exception as error:  # no network, a proxy, a read-only folder, a damaged file: each gets its message
-        raise DataError(_why_unreadable(root / "MNIST" / "raw", error)) from None
-    images = (dataset.data.reshape(len(dataset.data), -1).float() / 255 - MNIST_MEAN) / MNIST_STD
-    return images, dataset.targets.long()
+    raw = root / "MNIST" / "raw"
+    _fetch_if_absent(root, raw)
+    prefix = "train" if train else "t10k"
+    images = _read_idx(raw / f"{prefix}-images-idx3-ubyte").reshape(-1, 28 * 28).float()
+    labels = _read_idx(raw / f"{prefix}-labels-idx1-ubyte").long()
+    if int(labels.max()) > 9:
+        raise DataError(_damaged(raw, f"{prefix}-labels-idx1-ubyte holds a label above 9"))
+    return (images / 255 - MNIST_MEAN) / MNIST_STD, labels
 
 
-def _why_unreadable(raw: Path, error: Exception) -> str:
-    """One line on why MNIST could not be loaded from `raw`: a file of the wrong size, unreadable files, or none."""
-    reason = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(":")  # torchvision's span several lines
-    official = f"the four official files {', '.join(MNIST_FILES)} (uncompressed IDX, as from yann.lecun.com)"
-    sizes = {name: (raw / name).stat().st_size for name in MNIST_FILES if (raw / name).is_file()}
-    wrong_size = [
-        f"{name} is {size:,} bytes, not {MNIST_FILES[name]:,}"
-        for name, size in sizes.items()
-        if size != MNIST_FILES[name]
-    ]
-    if wrong_size:
-        return (
-            f"MNIST in {raw} is damaged: {'; '.join(wrong_size)} (an interrupted copy or another file). "
-            f"Replace it with the official file, or delete it to download it again."
+def _fetch_if_absent(root: Path, raw: Path) -> None:
+    """Download the four files when none is there; name the missing ones when only some are."""
+    present = [name for name in MNIST_FILES if (raw / name).is_file()]
+    missing = [name for name in MNIST_FILES if name not in present]
+    if not missing:
+        return
+    if present:  # a download would fetch every file again: say which are missing instead
+        raise DataError(
+            f"MNIST in {raw} is incomplete: {', '.join(missing)} missing ({', '.join(present)} there). "
+            f"Put the missing official files there, or delete the others to download all four again."
         )
-    if len(sizes) == len(MNIST_FILES):
-        return f"MNIST in {raw} could not be read ({reason}); put {official} there instead."
+    try:
+        MNIST(root=str(root), train=True, download=True)
+    except Exception as error:  # no network, a proxy, a read-only folder: each gets its message
+        reason = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(":")  # torchvision's span several lines
+        raise DataError(
+            f"MNIST is not in {raw} and could not be downloaded ({reason}). Put {OFFICIAL} in {raw}, "
+            f"or point --data-dir / $LTH_DATA_DIR at the folder that holds MNIST/raw."
+        ) from None
+
+
+def _read_idx(file: Path) -> torch.Tensor:
+    """An MNIST file (IDX: a magic number, the dimensions, then unsigned bytes), checked against the official one."""
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise DataError(f"MNIST file {file} could not be read ({error.strerror or error})") from None
+    name, kind = file.name, "images" if "images" in file.name else "labels"
+    if len(data) != MNIST_FILES[name]:
+        problem = f"{name} is {len(data):,} bytes, not {MNIST_FILES[name]:,} (an interrupted copy or another file)"
+        raise DataError(_damaged(file.parent, problem))
+    n_dims = 3 if kind == "images" else 1
+    header = [int.from_bytes(data[i : i + 4], "big") for i in range(0, 4 * (1 + n_dims), 4)]
+    if header[0] != IDX_MAGIC[kind]:
+        raise DataError(
+            _damaged(file.parent, f"{name} starts with {header[0]}, not the magic number {IDX_MAGIC[kind]}")
+        )
+    shape = [(len(data) - 4 * (1 + n_dims)) // (28 * 28 if kind == "images" else 1), *([28, 28] if n_dims == 3 else [])]
+    if header[1:] != shape:
+        raise DataError(_damaged(file.parent, f"{name} declares {header[1:]} {kind}, not {shape}"))
+    return torch.frombuffer(bytearray(data[4 * (1 + n_dims) :]), dtype=torch.uint8).reshape(header[1], *header[2:])
+
+
+OFFICIAL = f"the four official files {', '.join(MNIST_FILES)} (uncompressed IDX, as from yann.lecun.com)"
+
+
+def _damaged(raw: Path, problem: str) -> str:
     return (
-        f"MNIST is not in {raw} and could not be downloaded ({reason}). Put {official} in {raw}, "
-        f"or point --data-dir / $LTH_DATA_DIR at the folder that holds MNIST/raw."
+        f"MNIST in {raw} is damaged: {problem}. Replace it with the official file, or delete it and the others "
+        f"to download all four again."
     )
 
 

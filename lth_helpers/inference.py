@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .experiment import RunFolder
 from .model import INPUT_SIZE, LAYERS, Params
+from .runs import RunFolder, save_tensors
 
 FORMS = ("dense", "compact", "sparse")  # dense: the masked network as trained, zeros multiplied too
 BATCH_SIZES = (1, 1000)
@@ -207,7 +207,7 @@ def save_ticket(path: Path, params: Params, masks: dict[str, torch.Tensor]) -> s
     """Save one ticket in its smallest form (dense, compact or CSR); returns that form's name."""
     forms = inference_forms(params, masks)
     form = min(FORMS, key=lambda name: forms[name].n_bytes())
-    torch.save({"form": form, **dict(forms[form].named_buffers())}, path)
+    save_tensors(Path(path), {"form": form, **dict(forms[form].named_buffers())})
     return form
 
 

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 
 from .inference import BATCH_SIZES, FORMS
 from .report import CONTROL_NAMES, format_percent
+from .runs import write_atomic
 
 STYLE = {
     "ticket": ("winning ticket", "tab:blue", "o"),
@@ -114,7 +115,7 @@ def save_figures(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> 
     figures = (plot_accuracy_vs_weights(results), plot_early_stop_vs_weights(results), plot_curves(curves, results))
     paths = []
     for name, fig in zip(FIGURES, figures):
-        fig.savefig(out_dir / name, dpi=120)
+        write_atomic(Path(out_dir) / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=120))
         paths.append(Path(out_dir) / name)
     return paths
 

@@ -17,6 +17,7 @@ subnormal flushing, CUDA graphs). The host waits for the device only at evaluati
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -32,11 +33,17 @@ from .pruning import current_params
 METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
 
 
+DIVERGENCE_FACTOR = 100  # a training loss this many times its start (at least ln 10, a uniform guess) has diverged
+DIVERGED = f"NaN, infinite, or over {DIVERGENCE_FACTOR} times its starting value"
+
+
 class DivergenceError(RuntimeError):
-    """A network's training loss became NaN or infinite."""
+    """A network's training loss became NaN or infinite, or exploded: over DIVERGENCE_FACTOR times the larger of its
+    loss before training and ln(10), the loss of a uniform guess over the ten classes. Adam at a sane learning rate
+    never comes near that; an exploding run can reach 1e29 without becoming NaN, and learns nothing on the way."""
 
     def __init__(self, network: int, iteration: int):
-        super().__init__(f"network {network} diverged: non-finite training loss at iteration {iteration}")
+        super().__init__(f"network {network} diverged: training loss {DIVERGED} at iteration {iteration}")
         self.network, self.iteration = network, iteration
 
 
@@ -67,8 +74,8 @@ def train_networks(
     """Train every network of `model` for `iterations` Adam steps; network i draws batches with batch_seeds[i].
 
     Evaluates on validation and test before training, every `eval_every` iterations and at the end.
-    Raises DivergenceError at the first non-finite training loss. `fast` picks the step: FastStep (the default),
-    or ReferenceStep, plain autograd and Adam. `cuda_graph` (fast step only) defaults to "on CUDA".
+    Raises DivergenceError at the first non-finite or exploded training loss. `fast` picks the step: FastStep (the
+    default), or ReferenceStep, plain autograd and Adam. `cuda_graph` (fast step only) defaults to "on CUDA".
     """
     if cuda_graph and not fast:
         raise ValueError("cuda_graph=True needs the fast step (fast=True); the reference step runs eagerly")
@@ -85,7 +92,9 @@ def train_networks(
                 window[it - begin] = step(sampler.indices(it))
                 if it + 1 == snapshot_iteration:
                     snapshot = current_params(model)
-            _check_finite(window[: end - begin], begin)
+            if begin == 0:  # window[0]: each network's loss before its first step
+                limit = DIVERGENCE_FACTOR * window[0].clamp(min=math.log(10))
+            _check_finite(window[: end - begin], begin, limit)
             history.append(evaluate_all(model, data))
             bar.update(end - begin)
             bar.set_postfix(loss=f"{window[: end - begin].mean().item():.4f}")
@@ -161,8 +170,8 @@ def evaluate_all(model: StackedMLP, data: MNISTSplits) -> dict[str, torch.Tensor
     return dict(val_loss=val_loss, val_accuracy=val_acc, test_loss=test_loss, test_accuracy=test_acc)
 
 
-def _check_finite(losses: torch.Tensor, first_iteration: int) -> None:
-    bad = ~torch.isfinite(losses)
+def _check_finite(losses: torch.Tensor, first_iteration: int, limit: torch.Tensor) -> None:
+    bad = ~torch.isfinite(losses) | (losses > limit)
     if bad.any():
         rows, networks = bad.nonzero(as_tuple=True)
         first = rows.argmin()

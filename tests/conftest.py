@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lth_helpers.config import Config, make_config
 from lth_helpers.data import MNISTSplits, load_mnist
 from lth_helpers.inference import first_network
 from lth_helpers.model import Params, StackedMLP, init_params, layer_shapes
@@ -36,6 +37,23 @@ def synthetic_splits(n_train: int = 600, n_eval: int = 200, seed: int = 0) -> MN
         return centers[y] + torch.randn(n, 784, generator=g), y
 
     return MNISTSplits(*split(n_train), *split(n_eval), *split(n_eval))
+
+
+def tiny_config(**overrides) -> Config:
+    """The smoke preset shrunk to a second on `synthetic_splits()` (whose 200 validation images it expects)."""
+    values = dict(
+        fc1_width=40,
+        fc2_width=20,
+        iterations=30,
+        eval_every=10,
+        batch_size=32,
+        val_size=200,
+        rounds=3,
+        trials=2,
+        controls=("reinit", "random_prune"),
+        learning_rate=2e-3,
+    )
+    return make_config("smoke", **{**values, **overrides})
 
 
 @pytest.fixture

@@ -75,7 +75,7 @@ def test_a_run_folder_that_cannot_be_written_exits_1_with_one_line(tmp_path, cap
     def refuse(path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr("lth_helpers.experiment.RunFolder.open", refuse)
+    monkeypatch.setattr("lth_helpers.runs.RunFolder.open", refuse)
     assert main(["--preset", "smoke", "--no-progress", "--out", str(tmp_path / "run")]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "Permission denied" in error and str(tmp_path / "run") in error
@@ -98,7 +98,7 @@ def test_missing_data_names_the_files_and_the_folder_in_one_line(tmp_path, capsy
 
 DAMAGE = {  # how the train images file is spoiled, and what the error must then say
     "truncated": (lambda data: data[:1_000_000], "train-images-idx3-ubyte is 1,000,000 bytes, not 47,040,016"),
-    "another format": (lambda data: b"\0\0\0\0" + data[4:], "could not be read"),  # right size, wrong header
+    "another format": (lambda data: b"\0\0\0\0" + data[4:], "starts with 0, not the magic number 2051"),  # right size
 }
 
 
@@ -119,10 +119,10 @@ def test_a_damaged_mnist_file_is_named_in_one_line_not_called_missing(damage, me
 
 def test_a_damaged_run_folder_exits_1_with_one_line_and_is_left_as_it_was(tmp_path, tiny_data, capsys):
     out = tmp_path / "run"
-    run_experiment(make_config("smoke"), out, tiny_data, progress=False)
+    run_experiment(make_config("smoke", val_size=200), out, tiny_data, progress=False)
     (out / "init.pt").write_bytes((out / "init.pt").read_bytes()[:1000])
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
-    assert main(["--preset", "smoke", "--out", str(out), "--no-progress"]) == 1
+    assert main(["--preset", "smoke", "--val-size", "200", "--out", str(out), "--no-progress"]) == 1
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and f"{out / 'init.pt'} cannot be read" in error and "--overwrite" in error
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before

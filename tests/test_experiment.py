@@ -11,27 +11,14 @@ import pytest
 import torch
 
 import lth_helpers.experiment as experiment
-from lth_helpers.config import make_config
-from lth_helpers.experiment import ExperimentError, RunFolder, RunFolderError, level_networks, run_experiment
+import lth_helpers.runs as runs
+from lth_helpers.experiment import ExperimentError, level_networks, run_experiment
 from lth_helpers.model import LAYERS, select
 from lth_helpers.pruning import build_model, count_remaining
+from lth_helpers.runs import RunFolder, RunFolderError
 from lth_helpers.training import DivergenceError
 from tests.conftest import REPO
-
-
-def small(**overrides):
-    values = dict(
-        fc1_width=40,
-        fc2_width=20,
-        iterations=30,
-        eval_every=10,
-        batch_size=32,
-        rounds=3,
-        trials=2,
-        controls=("reinit", "random_prune"),
-        learning_rate=2e-3,
-    )
-    return make_config("smoke", **{**values, **overrides})
+from tests.conftest import tiny_config as small
 
 
 def run(cfg, path, data):
@@ -189,7 +176,7 @@ def test_rows_lost_at_a_row_boundary_are_noticed_and_rows_of_an_unfinished_level
 HOLD_THE_FOLDER = """
 import sys, time
 from pathlib import Path
-from lth_helpers.experiment import RunFolder
+from lth_helpers.runs import RunFolder
 folder = Path(sys.argv[1])
 run = RunFolder.open(folder, RunFolder(folder).saved_config())  # held until this process ends
 print("held", flush=True)
@@ -197,7 +184,7 @@ time.sleep(120)
 """
 
 
-@pytest.mark.skipif(experiment.fcntl is None, reason="run folders are locked with flock, a POSIX call")
+@pytest.mark.skipif(runs.fcntl is None, reason="run folders are locked with flock, a POSIX call")
 def test_a_folder_in_use_by_another_run_is_refused_untouched_and_free_once_that_run_is_killed(tmp_path, tiny_data):
     cfg = small(rounds=1)
     run(cfg, tmp_path, tiny_data)
