@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from lth_helpers.config import make_config
 from lth_helpers.data import MNISTSplits, load_mnist
+from lth_helpers.experiment import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -39,3 +41,12 @@ def tiny_data() -> MNISTSplits:
 @pytest.fixture(scope="session")
 def mnist() -> MNISTSplits:
     return load_mnist(Path(os.environ["LTH_DATA_DIR"]), val_size=5000, device=torch.device("cpu"))
+
+
+def make_run(path: Path, **overrides) -> Path:
+    """A finished run folder of a tiny config (4 levels, 2 trials, both controls) on synthetic data, in about a
+    second: for tests that read run folders."""
+    values = dict(fc1_width=40, fc2_width=20, iterations=30, eval_every=10, batch_size=32, rounds=3, trials=2)
+    cfg = make_config("smoke", **{**values, "learning_rate": 2e-3, **overrides})
+    run_experiment(cfg, path, synthetic_splits(), progress=False)
+    return path
