@@ -234,6 +234,7 @@ def plot_initial_weights(run_dir: Path, level: int | None = None) -> Figure:
             fontsize=10,
         )
         ax.set_xlabel("initial weight θ0")
+        ax.locator_params(axis="x", nbins=5)  # the labels of narrow ranges (±0.03) would run into each other
         ax.set_yticks([])
         ax.legend()
     fig.suptitle(

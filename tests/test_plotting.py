@@ -21,7 +21,7 @@ from lth_helpers.plotting import (
     plot_layer_sparsity,
     save_figures,
 )
-from lth_helpers.report import format_percent
+from lth_helpers.report import accuracy_at_init_conclusions, format_percent
 from tests.conftest import make_run
 from tests.test_report import results
 
@@ -114,3 +114,18 @@ def test_layer_sparsity_plots_each_layers_own_percent_remaining(run_dir):
     assert np.allclose(fc3.get_ydata(), 100 * 0.9 ** rows.level.to_numpy(), atol=1)  # prune_rate_output 0.1
     random = [line for line in ax.get_lines() if line.get_marker() == "x"]
     assert len(random) == 3 and random[0].get_label() == "random pruning (same counts)"
+
+
+def test_the_sentences_on_accuracy_at_init_read_the_iteration_0_rows():
+    curves = pd.DataFrame(
+        [(0, "ticket", 9.8), (1, "ticket", 40.0), (2, "ticket", 55.5), (1, "reinit", 10.2), (2, "reinit", 11.0)],
+        columns=["level", "condition", "test_accuracy"],
+    ).assign(iteration=0, trial=0)
+    curves = pd.concat([curves, curves.assign(iteration=100, test_accuracy=97.0)])  # trained: not read
+    results = curves[curves.iteration == 0].assign(percent_remaining=lambda t: 100 * 0.8**t.level)
+    text = " ".join(accuracy_at_init_conclusions(curves, results))
+    assert "the dense network scores 9.80% on the test set" in text
+    assert "scores 55.50% at 64.0% of weights (at worst 40.00%, at 80.0%): the mask alone already classifies" in text
+    assert "Untrained at 64.0% of weights: the ticket 55.50%, random reinit 11.00%." in text
+    flat = curves.assign(test_accuracy=lambda t: t.test_accuracy.clip(upper=12))
+    assert "is not far above chance" in " ".join(accuracy_at_init_conclusions(flat, results))
