@@ -207,11 +207,6 @@ def plot_accuracy_at_init(curves: pd.DataFrame, results: pd.DataFrame) -> Figure
     return fig
 
 
-def _nearest(percents: list[float], target: float) -> int:
-    """The index of the percentage nearest `target`."""
-    return int(np.argmin([abs(p - target) for p in percents]))
-
-
 def plot_initial_weights(run_dir: Path, level: int | None = None) -> Figure:
     """Histograms of the initial values (init.pt, trial 0) of the weights the ticket keeps at `level` against those
     pruned, per layer. Default level: the finished level nearest 7% of weights remaining.
@@ -219,26 +214,27 @@ def plot_initial_weights(run_dir: Path, level: int | None = None) -> Figure:
     The paper observes that the weights a ticket keeps start larger in magnitude than those it prunes.
     """
     run = RunFolder(Path(run_dir))
-    masks = [run.load_masks(lv)["ticket"] for lv in range(run.levels_done)]
-    level = _nearest([_percent_kept(m) for m in masks], 7.0) if level is None else level
-    theta_0 = run.load("init.pt")
+    if level is None:
+        ticket = run.results().query("condition == 'ticket' and trial == 0").set_index("level")
+        level = int((ticket.percent_remaining - 7.0).abs().idxmin())
+    masks, theta_0 = run.load_masks(level)["ticket"], run.load("init.pt")
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     for i, name in enumerate(LAYERS):
         ax = fig.add_subplot(1, len(LAYERS), i + 1)
-        values, kept = theta_0[f"{name}.weight"][0].flatten(), masks[level][name][0].flatten().bool()
+        values, kept = theta_0[f"{name}.weight"][0].flatten(), masks[name][0].flatten().bool()
         bins = np.linspace(float(values.min()), float(values.max()), 61)
-        ax.hist(values[~kept].numpy(), bins=bins, density=True, color="tab:grey", alpha=0.6, label="pruned")
-        ax.hist(values[kept].numpy(), bins=bins, density=True, color="tab:blue", alpha=0.6, label="kept")
-        ax.set_title(
-            f"{name}: mean |θ0| {values[kept].abs().mean():.3f} kept, {values[~kept].abs().mean():.3f} pruned",
-            fontsize=10,
-        )
+        means = []
+        for group, color, label in ((~kept, "tab:grey", "pruned"), (kept, "tab:blue", "kept")):
+            if group.any():  # at level 0 nothing is pruned
+                ax.hist(values[group].numpy(), bins=bins, density=True, color=color, alpha=0.6, label=label)
+                means.insert(0, f"{values[group].abs().mean():.3f} {label}")
+        ax.set_title(f"{name}: mean |θ0| {', '.join(means)}", fontsize=10)
         ax.set_xlabel("initial weight θ0")
         ax.locator_params(axis="x", nbins=5)  # the labels of narrow ranges (±0.03) would run into each other
         ax.set_yticks([])
         ax.legend()
     fig.suptitle(
-        f"Initial values of the weights the ticket keeps at {format_percent(_percent_kept(masks[level]))} "
+        f"Initial values of the weights the ticket keeps at {format_percent(_percent_kept(masks))} "
         f"of weights (level {level}, trial 0) and of those pruned (each histogram normalized)"
     )
     return fig

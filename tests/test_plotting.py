@@ -129,3 +129,11 @@ def test_the_sentences_on_accuracy_at_init_read_the_iteration_0_rows():
     assert "Untrained at 64.0% of weights: the ticket 55.50%, random reinit 11.00%." in text
     flat = curves.assign(test_accuracy=lambda t: t.test_accuracy.clip(upper=12))
     assert "is not far above chance" in " ".join(accuracy_at_init_conclusions(flat, results))
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_run_with_no_pruned_level_gets_every_figure_without_warnings(tmp_path):
+    run_dir = make_run(tmp_path / "dense", rounds=0)
+    run = RunFolder(run_dir)
+    assert all(path.exists() for path in save_figures(run.results(), run.curves(), run_dir))
+    assert plot_initial_weights(run_dir).axes[0].get_title().endswith("kept")  # nothing pruned: one histogram
