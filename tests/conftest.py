@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lth_helpers.config import make_config
+from lth_helpers import make_config, run_experiment
 from lth_helpers.data import MNISTSplits, load_mnist
-from lth_helpers.experiment import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

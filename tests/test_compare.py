@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from lth_helpers import RunFolder
 from lth_helpers.cli import main
 from lth_helpers.compare import CompareError, compare_runs, finished_runs, plot_comparison, run_labels
 from lth_helpers.config import make_config
-from lth_helpers.experiment import RunFolder
 from tests.conftest import make_run
 
 

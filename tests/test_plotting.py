@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lth_helpers.experiment import RunFolder
+from lth_helpers import RunFolder
 from lth_helpers.plotting import (
     FIGURES,
     TICKET_FIGURES,
