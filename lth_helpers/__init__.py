@@ -7,19 +7,31 @@ model (a stack of MLPs), pruning (torch.nn.utils.prune, rewinding, control masks
 (the training loop, the plain reference step, evaluation), fast_step (the default training step and
 every speed trick it uses), experiment (the iterative pruning loop, resumable),
 inference (what a ticket costs to run: compacted and sparse forms), report (tables and computed
-conclusions), plotting (the paper's figures), cli.
+conclusions), plotting (the paper's figures, what a ticket keeps), compare (runs side by side), cli.
 """
 
 from . import _startup  # noqa: F401  first, before torch: Ctrl-C while `python -m lth_helpers` starts is one line
+from .compare import CompareError, compare_runs, finished_runs, plot_comparison
 from .config import Config, ConfigError, default_preset, make_config, resolve_device
 from .data import data_dir, load_mnist
 from .experiment import run_experiment
 from .fast_step import FastStep
 from .inference import inference_table, load_ticket, save_ticket
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
-from .plotting import plot_accuracy_vs_weights, plot_curves, plot_early_stop_vs_weights, plot_inference, save_figures
+from .plotting import (
+    plot_accuracy_at_init,
+    plot_accuracy_vs_weights,
+    plot_curves,
+    plot_early_stop_vs_weights,
+    plot_inference,
+    plot_initial_weights,
+    plot_input_pixels,
+    plot_layer_sparsity,
+    save_figures,
+)
 from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_, rewind_check
 from .report import (
+    accuracy_at_init_conclusions,
     conclusions,
     inference_conclusions,
     inference_summary,
@@ -31,6 +43,15 @@ from .runs import RunFolder
 from .training import evaluate_all, reference_step, train_networks
 
 __all__ = [
+    "CompareError",
+    "accuracy_at_init_conclusions",
+    "compare_runs",
+    "finished_runs",
+    "plot_accuracy_at_init",
+    "plot_comparison",
+    "plot_initial_weights",
+    "plot_input_pixels",
+    "plot_layer_sparsity",
     "inference_conclusions",
     "inference_summary",
     "inference_table",

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import pandas as pd
 import torch
 
+from . import compare
 from .config import DEVICES, PRESETS, Config, ConfigError, check_memory, default_preset, make_config, resolve_device
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_experiment
@@ -92,6 +93,9 @@ def _show(value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:  # the subcommand `compare DIR DIR ... --out FILE.png`, in compare.py
+        return compare.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = {

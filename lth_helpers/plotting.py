@@ -1,6 +1,7 @@
-"""The paper's figures from results.csv and curves.csv, as matplotlib Figures (no pyplot state).
+"""The paper's figures and pictures of what a ticket keeps, from a run folder, as matplotlib Figures (no pyplot state).
 
     fig = plot_accuracy_vs_weights(results)      # Figure 3 (left) of the paper
+    fig = plot_input_pixels(Path("runs/seed"))   # which input pixels the ticket still reads
     save_figures(results, curves, Path("runs/seed"))
 
 The x axis is the percent of weights remaining on a log scale, dense on the left, as in the paper.
@@ -9,15 +10,20 @@ At 100% every condition is the same dense network, so the controls' lines start 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
+import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .inference import BATCH_SIZES, FORMS
+from .model import INPUT_SIZE, LAYERS
 from .report import CONTROL_NAMES, format_percent
-from .runs import write_atomic
+from .runs import RunFolder, write_atomic
 
 STYLE = {
     "ticket": ("winning ticket", "tab:blue", "o"),
@@ -25,6 +31,8 @@ STYLE = {
     "random_prune": (CONTROL_NAMES["random_prune"], "tab:green", "^"),
 }
 FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png")
+TICKET_FIGURES = ("masks_input_pixels.png", "layer_sparsity.png", "accuracy_at_init.png", "initial_weights.png")
+LAYER_COLORS = dict(zip(LAYERS, ("tab:purple", "tab:red", "tab:brown")))
 INFERENCE_FIGURE = "inference_latency.png"
 CURVE_PERCENTS = (100, 51.3, 21.1, 7.0, 3.6, 1.9)  # the levels the paper's Figure 3 draws
 
@@ -49,6 +57,17 @@ def _on_log_axis(table: pd.DataFrame) -> pd.DataFrame:
     return table[table.percent_remaining > 0]
 
 
+def percent_axis(ax: Axes, percents: Iterable[float]) -> None:
+    """A log x axis of percent of weights remaining, dense on the left, ticked at the levels' own percentages."""
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ticks = sorted(set(percents), reverse=True)
+    ax.set_xticks(ticks[:: max(1, len(ticks) // 10)])
+    ax.xaxis.set_major_formatter("{x:.3g}")  # 51.3, 3.58, 0.0101: three digits at any sparsity
+    ax.minorticks_off()
+    ax.set_xlabel("percent of weights remaining (log scale)")
+
+
 def _against_weights(results: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
     results = _on_log_axis(results)
     fig = Figure(figsize=(7, 4.5), layout="constrained")
@@ -57,13 +76,7 @@ def _against_weights(results: pd.DataFrame, column: str, ylabel: str, title: str
         label, color, marker = STYLE[condition]
         err = np.vstack([stats["mean"] - stats.low, stats.high - stats["mean"]])
         ax.errorbar(stats.x, stats["mean"], yerr=err, label=label, color=color, marker=marker, markersize=4, capsize=3)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ticks = sorted(set(results.percent_remaining), reverse=True)  # the levels' own percentages
-    ax.set_xticks(ticks[:: max(1, len(ticks) // 10)])
-    ax.xaxis.set_major_formatter("{x:.3g}")  # 51.3, 3.58, 0.0101: three digits at any sparsity
-    ax.minorticks_off()
-    ax.set_xlabel("percent of weights remaining (log scale)")
+    percent_axis(ax, results.percent_remaining)
     ax.set_ylabel(ylabel)
     n_trials = results.trial.nunique()
     ax.set_title(title + (f" (mean, min-max of {n_trials} trials)" if n_trials > 1 else ""))
@@ -110,14 +123,139 @@ def plot_curves(curves: pd.DataFrame, results: pd.DataFrame, condition: str = "t
     return fig
 
 
+def _percent_kept(masks: dict[str, torch.Tensor]) -> float:
+    """Percent of all weights that network 0 of a mask stack keeps."""
+    return 100 * sum(float(m[0].sum()) for m in masks.values()) / sum(m[0].numel() for m in masks.values())
+
+
+def _pixel_levels(levels_done: int, most: int = 4) -> list[int]:
+    """Up to `most` pruned levels spread from the first to the last (level 0 when nothing was pruned)."""
+    if levels_done <= 1:
+        return [0]
+    return sorted({int(round(x)) for x in np.linspace(1, levels_done - 1, min(most, levels_done - 1))})
+
+
+def plot_input_pixels(run_dir: Path) -> Figure:
+    """For a few levels, how many fc1 connections each of the 28x28 input pixels keeps (trial 0's ticket).
+
+    One colour scale for every level; a pixel with no connection left (the network never reads it) is red.
+    """
+    run = RunFolder(Path(run_dir))
+    levels = _pixel_levels(run.levels_done)
+    fig = Figure(figsize=(max(6.5, 2.6 * len(levels) + 1.2), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(levels), squeeze=False)[0]
+    for ax, level in zip(axes, levels):
+        masks = run.load_masks(level)["ticket"]
+        fc1 = masks["fc1"][0]  # (units, 784)
+        side = int(INPUT_SIZE**0.5)
+        kept = fc1.sum(0).view(side, side).numpy()
+        cmap = matplotlib.colormaps["viridis"].with_extremes(under="red")
+        image = ax.imshow(kept, cmap=cmap, vmin=0.5, vmax=fc1.shape[0])
+        ax.set_title(f"{format_percent(_percent_kept(masks))} of weights\n{int((kept == 0).sum())} dead pixels")
+        ax.set_axis_off()
+    fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label=f"fc1 connections kept (of {fc1.shape[0]}; red: none)")
+    fig.suptitle("Which input pixels the ticket still reads (trial 0)")
+    return fig
+
+
+def plot_layer_sparsity(results: pd.DataFrame) -> Figure:
+    """Percent of each layer's weights remaining at every level, trial 0; random pruning drawn over the ticket.
+
+    The random-pruning control keeps the ticket's count in every layer by construction, so its markers sit on the
+    ticket's lines; global pruning is where the layers part ways.
+    """
+    rows = results[results.trial == 0]
+    dense = rows[(rows.condition == "ticket") & (rows.level == 0)].iloc[0]
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    ticket, control = rows[rows.condition == "ticket"], rows[rows.condition == "random_prune"]
+    for name, marker, size in zip(LAYERS, ("o", "s", "^"), (8, 6, 4)):
+        percent = 100 * ticket[f"{name}_remaining"] / dense[f"{name}_remaining"]
+        label = f"{name} ({dense[f'{name}_remaining']:,} weights)"
+        ax.plot(ticket.level, percent, color=LAYER_COLORS[name], marker=marker, markersize=size, label=label)
+    for name in LAYERS if len(control) else ():
+        label = f"{CONTROL_NAMES['random_prune']} (same counts)" if name == LAYERS[0] else None
+        percent = 100 * control[f"{name}_remaining"] / dense[f"{name}_remaining"]
+        ax.plot(control.level, percent, color="black", marker="x", linestyle="", label=label)
+    ax.plot(ticket.level, ticket.percent_remaining, color="black", linestyle=":", label="all layers")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter("{x:g}")
+    ax.yaxis.set_minor_formatter("{x:g}")
+    ax.set_xticks(ticket.level, [f"{lv}\n{format_percent(p)}" for lv, p in zip(ticket.level, ticket.percent_remaining)])
+    ax.set_xlabel("pruning level (and percent of all weights remaining)")
+    ax.set_ylabel("percent of the layer's weights remaining (log scale)")
+    ax.set_title("Weights remaining per layer (trial 0)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig
+
+
+def plot_accuracy_at_init(curves: pd.DataFrame, results: pd.DataFrame) -> Figure:
+    """Test accuracy before any training at each level (iteration 0 of curves.csv): the ticket and each control.
+
+    A ticket's mask on its initial weights already scores far above chance (Zhou et al. 2019, "supermasks");
+    the controls' do not.
+    """
+    at_init = curves[curves.iteration == 0].merge(
+        results[["level", "condition", "trial", "percent_remaining"]], on=["level", "condition", "trial"]
+    )
+    fig = _against_weights(
+        at_init, "test_accuracy", "test accuracy before training (%)", "Accuracy at initialization, before training"
+    )
+    fig.axes[0].axhline(10, color="grey", linestyle="--", linewidth=1, label="chance (10%)")
+    fig.axes[0].legend()
+    return fig
+
+
+def plot_initial_weights(run_dir: Path, level: int | None = None) -> Figure:
+    """Histograms of the initial values (init.pt, trial 0) of the weights the ticket keeps at `level` against those
+    pruned, per layer. Default level: the finished level nearest 7% of weights remaining.
+
+    The paper observes that the weights a ticket keeps start larger in magnitude than those it prunes.
+    """
+    run = RunFolder(Path(run_dir))
+    if level is None:
+        ticket = run.results().query("condition == 'ticket' and trial == 0").set_index("level")
+        level = int((ticket.percent_remaining - 7.0).abs().idxmin())
+    masks, theta_0 = run.load_masks(level)["ticket"], run.load("init.pt")
+    fig = Figure(figsize=(11, 3.6), layout="constrained")
+    for i, name in enumerate(LAYERS):
+        ax = fig.add_subplot(1, len(LAYERS), i + 1)
+        values, kept = theta_0[f"{name}.weight"][0].flatten(), masks[name][0].flatten().bool()
+        bins = np.linspace(float(values.min()), float(values.max()), 61)
+        means = []
+        for group, color, label in ((~kept, "tab:grey", "pruned"), (kept, "tab:blue", "kept")):
+            if group.any():  # at level 0 nothing is pruned
+                ax.hist(values[group].numpy(), bins=bins, density=True, color=color, alpha=0.6, label=label)
+                means.insert(0, f"{values[group].abs().mean():.3f} {label}")
+        ax.set_title(f"{name}: mean |θ0| {', '.join(means)}", fontsize=10)
+        ax.set_xlabel("initial weight θ0")
+        ax.locator_params(axis="x", nbins=5)  # the labels of narrow ranges (±0.03) would run into each other
+        ax.set_yticks([])
+        ax.legend()
+    fig.suptitle(
+        f"Initial values of the weights the ticket keeps at {format_percent(_percent_kept(masks))} "
+        f"of weights (level {level}, trial 0) and of those pruned (each histogram normalized)"
+    )
+    return fig
+
+
 def save_figures(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Write the three figures as PNG files into `out_dir`."""
-    figures = (plot_accuracy_vs_weights(results), plot_early_stop_vs_weights(results), plot_curves(curves, results))
-    paths = []
-    for name, fig in zip(FIGURES, figures):
-        write_atomic(Path(out_dir) / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=120))
-        paths.append(Path(out_dir) / name)
-    return paths
+    """Write the paper's three figures and the four of what the ticket keeps as PNG files into the run folder
+    `out_dir` (the latter read its masks and init.pt)."""
+    out_dir = Path(out_dir)
+    figures = (
+        plot_accuracy_vs_weights(results),
+        plot_early_stop_vs_weights(results),
+        plot_curves(curves, results),
+        plot_input_pixels(out_dir),
+        plot_layer_sparsity(results),
+        plot_accuracy_at_init(curves, results),
+        plot_initial_weights(out_dir),
+    )
+    for name, fig in zip(FIGURES + TICKET_FIGURES, figures):
+        write_atomic(out_dir / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=120))
+    return [out_dir / name for name in FIGURES + TICKET_FIGURES]
 
 
 def plot_inference(table: pd.DataFrame) -> Figure:

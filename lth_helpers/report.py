@@ -129,6 +129,39 @@ def conclusions(results: pd.DataFrame) -> list[str]:
     return sentences
 
 
+def accuracy_at_init_conclusions(curves: pd.DataFrame, results: pd.DataFrame) -> list[str]:
+    """Sentences about the test accuracy before any training (iteration 0 of every level, means over trials).
+
+    A ticket's mask applied to its own initial weights already classifies far above chance (Zhou et al. 2019,
+    "Deconstructing lottery tickets: zeros, signs, and the supermask"); a mask on fresh weights does not.
+    """
+    at_init = curves[curves.iteration == 0].groupby(["condition", "level"]).test_accuracy.mean()
+    percent = results.groupby("level").percent_remaining.first()
+    ticket = at_init["ticket"]
+    sentences = [f"Before any training, the dense network scores {ticket.iloc[0]:.2f}% on the test set (chance: 10%)."]
+    if len(ticket) == 1:
+        return sentences
+    pruned = ticket.iloc[1:]
+    best, worst = pruned.idxmax(), pruned.idxmin()
+    at_worst = f" (at worst {pruned[worst]:.2f}%, at {format_percent(percent[worst])})" if len(pruned) > 1 else ""
+    sentences.append(
+        f"Untrained, the ticket's mask on its own initial weights scores {pruned[best]:.2f}% at "
+        f"{format_percent(percent[best])} of weights{at_worst}: the mask alone "
+        + ("already classifies well above chance." if pruned[best] > 20 else "is not far above chance.")
+    )
+    last = pruned.index[-1]
+    controls = [
+        f"{name} {at_init[control, last]:.2f}%" for control, name in CONTROL_NAMES.items() if control in at_init.index
+    ]
+    if controls:
+        sentences.append(
+            f"Untrained at {format_percent(percent[last])} of weights: the ticket {ticket[last]:.2f}%, "
+            + ", ".join(controls)
+            + "."
+        )
+    return sentences
+
+
 def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
     """The paper's statements about LeNet-300-100 beside this run's numbers, one row per statement.
 

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lth_helpers import run_experiment
 from lth_helpers.config import Config, make_config
 from lth_helpers.data import MNISTSplits, load_mnist
 from lth_helpers.inference import first_network
@@ -113,3 +114,10 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def make_run(path: Path, **overrides) -> Path:
+    """A finished run folder of a tiny config (4 levels, 2 trials, both controls) on synthetic data, in about a
+    second: for tests that read run folders."""
+    run_experiment(tiny_config(**overrides), path, synthetic_splits(), progress=False)
+    return path

@@ -1,11 +1,28 @@
-"""The paper's figures: every level on the log axis it can be drawn on, labelled by its own percentage."""
+"""The paper's figures (every level on the log axis it can be drawn on, labelled by its own percentage), and the
+pictures of what a ticket keeps, each checked against the run folder it draws."""
 
 from __future__ import annotations
 
-import pandas as pd
+import shutil
 
-from lth_helpers.plotting import plot_accuracy_vs_weights, plot_inference
-from tests.conftest import results
+import numpy as np
+import pandas as pd
+import pytest
+
+from lth_helpers import RunFolder
+from lth_helpers.plotting import (
+    FIGURES,
+    TICKET_FIGURES,
+    plot_accuracy_at_init,
+    plot_accuracy_vs_weights,
+    plot_inference,
+    plot_initial_weights,
+    plot_input_pixels,
+    plot_layer_sparsity,
+    save_figures,
+)
+from lth_helpers.report import accuracy_at_init_conclusions, format_percent
+from tests.conftest import make_run, results
 
 
 def test_levels_are_ticked_at_their_own_percentages_and_a_level_pruned_to_nothing_is_left_off():
@@ -26,3 +43,96 @@ def test_the_inference_figure_leaves_off_a_level_pruned_to_nothing():
         table[column] = [2.0, 1.0, 0.5]
     for ax in plot_inference(table).axes:
         assert all(list(line.get_xdata()) == [100.0, 1.0] for line in ax.get_lines())
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_run(tmp_path_factory.mktemp("run") / "tiny")
+
+
+def test_save_figures_writes_the_papers_figures_and_what_the_ticket_keeps_into_the_run_folder(run_dir, tmp_path):
+    run = RunFolder(run_dir)
+    paths = save_figures(run.results(), run.curves(), run_dir)
+    names = {path.name for path in paths}
+    assert names == set(FIGURES + TICKET_FIGURES) and len(names) == 7
+    assert all(path.parent == run_dir and path.stat().st_size > 10_000 for path in paths)
+
+
+def test_input_pixels_show_each_pixels_surviving_fc1_connections_and_dead_pixels(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    run = RunFolder(copy)
+    masks = run.load_masks(3)
+    masks["ticket"]["fc1"][0, :, :28] = 0  # the top row of pixels loses every connection
+    run.save_masks(3, masks)
+    fig = plot_input_pixels(copy)
+    percent = run.results().query("condition == 'ticket'").groupby("level").percent_remaining.first()
+    kept = sum(int(m[0].sum()) for m in masks["ticket"].values()) / sum(m[0].numel() for m in masks["ticket"].values())
+    expected = [format_percent(p) for p in (percent[1], percent[2], 100 * kept)]  # level 3 has lost 28 x 40 more
+    assert [ax.get_title().split(" of")[0] for ax in fig.axes[:3]] == expected
+    image = fig.axes[2].get_images()[0]
+    assert np.array_equal(image.get_array(), masks["ticket"]["fc1"][0].sum(0).view(28, 28).numpy())
+    assert fig.axes[2].get_title().endswith(f"{int((image.get_array() == 0).sum())} dead pixels")
+    assert int((image.get_array() == 0).sum()) >= 28
+    assert {tuple(ax.get_images()[0].get_clim()) for ax in fig.axes[:3]} == {(0.5, 40)}  # one colour scale
+
+
+def test_accuracy_at_init_plots_the_iteration_0_test_accuracy_of_every_condition(run_dir):
+    run = RunFolder(run_dir)
+    results, curves = run.results(), run.curves()
+    ax = plot_accuracy_at_init(curves, results).axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    at_init = curves[curves.iteration == 0].groupby(["condition", "level"]).test_accuracy.mean()
+    ticket = [line for line in ax.get_lines() if line.get_color() == "tab:blue"][0]
+    assert np.allclose(ticket.get_ydata(), at_init["ticket"].values)
+    reinit = [line for line in ax.get_lines() if line.get_color() == "tab:orange"][0]
+    assert np.allclose(reinit.get_ydata()[1:], at_init["reinit"].values)
+    assert "chance (10%)" in lines
+
+
+def test_initial_weights_compare_the_init_values_of_kept_and_pruned_weights(run_dir):
+    run = RunFolder(run_dir)
+    theta_0, masks = run.load("init.pt"), run.load_masks(3)["ticket"]  # 3: the sparsest level, nearest 7%
+    fig = plot_initial_weights(run_dir)
+    for ax, name in zip(fig.axes, ("fc1", "fc2", "fc3")):
+        values, kept = theta_0[f"{name}.weight"][0], masks[name][0].bool()
+        kept_mean, pruned_mean = values[kept].abs().mean(), values[~kept].abs().mean()
+        assert ax.get_title() == f"{name}: mean |θ0| {kept_mean:.3f} kept, {pruned_mean:.3f} pruned"
+        assert kept_mean > pruned_mean  # magnitude pruning keeps the weights that stay large; they start larger
+    assert "(level 3, trial 0)" in fig.texts[0].get_text()
+    assert "(level 1, trial 0)" in plot_initial_weights(run_dir, level=1).texts[0].get_text()
+
+
+def test_layer_sparsity_plots_each_layers_own_percent_remaining(run_dir):
+    results = RunFolder(run_dir).results()
+    ax = plot_layer_sparsity(results).axes[0]
+    rows = results[(results.trial == 0) & (results.condition == "ticket")]
+    fc1 = next(line for line in ax.get_lines() if line.get_label().startswith("fc1"))
+    assert np.allclose(fc1.get_ydata(), 100 * rows.fc1_remaining / rows.fc1_remaining.iloc[0])
+    fc3 = next(line for line in ax.get_lines() if line.get_label().startswith("fc3"))
+    assert np.allclose(fc3.get_ydata(), 100 * 0.9 ** rows.level.to_numpy(), atol=1)  # prune_rate_output 0.1
+    random = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert len(random) == 3 and random[0].get_label() == "random pruning (same counts)"
+
+
+def test_the_sentences_on_accuracy_at_init_read_the_iteration_0_rows():
+    curves = pd.DataFrame(
+        [(0, "ticket", 9.8), (1, "ticket", 40.0), (2, "ticket", 55.5), (1, "reinit", 10.2), (2, "reinit", 11.0)],
+        columns=["level", "condition", "test_accuracy"],
+    ).assign(iteration=0, trial=0)
+    curves = pd.concat([curves, curves.assign(iteration=100, test_accuracy=97.0)])  # trained: not read
+    results = curves[curves.iteration == 0].assign(percent_remaining=lambda t: 100 * 0.8**t.level)
+    text = " ".join(accuracy_at_init_conclusions(curves, results))
+    assert "the dense network scores 9.80% on the test set" in text
+    assert "scores 55.50% at 64.0% of weights (at worst 40.00%, at 80.0%): the mask alone already classifies" in text
+    assert "Untrained at 64.0% of weights: the ticket 55.50%, random reinit 11.00%." in text
+    flat = curves.assign(test_accuracy=lambda t: t.test_accuracy.clip(upper=12))
+    assert "is not far above chance" in " ".join(accuracy_at_init_conclusions(flat, results))
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_run_with_no_pruned_level_gets_every_figure_without_warnings(tmp_path):
+    run_dir = make_run(tmp_path / "dense", rounds=0)
+    run = RunFolder(run_dir)
+    assert all(path.exists() for path in save_figures(run.results(), run.curves(), run_dir))
+    assert plot_initial_weights(run_dir).axes[0].get_title().endswith("kept")  # nothing pruned: one histogram

@@ -1,0 +1,179 @@
+"""Several run folders side by side: what a change of config does to the winning ticket.
+
+    table = compare_runs([Path("runs/seed-1a2b3c4d"), Path("runs/seed-5e6f7a8b")])
+    plot_comparison(table).savefig("comparison.png")
+
+    python -m lth_helpers compare runs/seed-1a2b3c4d runs/seed-5e6f7a8b --out comparison.png
+
+Each run is labelled by what differs in its config from the others' (for example `global_pruning=True` or
+`rewind_iteration=500`; by its preset first when the presets differ). Only runs of one architecture (fc1 and
+fc2 widths) are compared: their percentages of weights remaining count the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .config import Config, make_config
+from .plotting import percent_axis
+from .runs import RunFolder, RunFolderError
+
+
+class CompareError(ValueError):
+    """Run folders that cannot be compared (not run folders, no finished level, other architectures); one line."""
+
+
+def _shown(value: object) -> str:
+    return ",".join(value) or "none" if isinstance(value, tuple) else str(value)
+
+
+def run_labels(configs: Sequence[Config], names: Sequence[str]) -> list[str]:
+    """A short label per run: the config fields whose values differ between the runs, as `field=value`.
+
+    When the presets differ, a label starts with its preset and lists only the differing fields that the run sets
+    away from its preset. Runs left without a label, or with another's, are labelled by their folder names.
+    """
+    values = [cfg.to_dict() for cfg in configs]
+    differing = [k for k in values[0] if k != "preset" and len({_shown(v[k]) for v in values}) > 1]
+    presets_differ = len({cfg.preset for cfg in configs}) > 1
+    labels = []
+    for cfg, value in zip(configs, values):
+        default = make_config(cfg.preset).to_dict() if presets_differ else {}
+        fields = [f"{k}={_shown(getattr(cfg, k))}" for k in differing if default.get(k) != value[k]]
+        labels.append(", ".join([cfg.preset] * presets_differ + fields))
+    return [label if label and labels.count(label) == 1 else name for label, name in zip(labels, names, strict=True)]
+
+
+def _read_run(path: Path) -> tuple[Config, pd.DataFrame]:
+    """The saved config and the finished levels' results of a run folder; CompareError or RunFolderError if unusable."""
+    if not path.is_dir():
+        raise CompareError(f"{path} is not a folder; give run folders (each holds config.json and results.csv)")
+    cfg = RunFolder(path).saved_config()
+    if cfg is None:
+        raise CompareError(f"{path} is not a run folder (it has no config.json)")
+    results = RunFolder(path).results()
+    if not len(results):
+        raise CompareError(f"{path} has no finished level yet; wait for its first level or leave it out")
+    return cfg, results
+
+
+def compare_runs(run_dirs: Sequence[Path | str]) -> pd.DataFrame:
+    """One row per run and level: the ticket's test accuracy at early stopping and early-stopping iteration against
+    percent of weights remaining, mean and std over trials (std NaN with one trial), and the run's label.
+
+    Raises CompareError for a folder that is not a finished-enough run or runs of different architectures, and
+    RunFolderError for a damaged run folder.
+    """
+    paths = [Path(p) for p in run_dirs]
+    if not paths:
+        raise CompareError("no run folders to compare")
+    runs = [_read_run(path) for path in paths]
+    shapes = {path: (cfg.fc1_width, cfg.fc2_width) for path, (cfg, _) in zip(paths, runs)}
+    if len(set(shapes.values())) > 1:
+        widths = "; ".join(f"{path}: 784-{a}-{b}-10" for path, (a, b) in shapes.items())
+        raise CompareError(f"the runs have different architectures and cannot be compared ({widths})")
+    labels = run_labels([cfg for cfg, _ in runs], [path.name for path in paths])
+    tables = []
+    for label, path, (_, results) in zip(labels, paths, runs):
+        ticket = results[results.condition == "ticket"].groupby("level")
+        table = ticket.agg(
+            percent_remaining=("percent_remaining", "mean"),
+            trials=("trial", "nunique"),
+            accuracy_mean=("early_stop_test_accuracy", "mean"),
+            accuracy_std=("early_stop_test_accuracy", "std"),
+            stop_iteration_mean=("early_stop_iteration", "mean"),
+            stop_iteration_std=("early_stop_iteration", "std"),
+        ).reset_index()
+        tables.append(table.assign(run=label, folder=str(path)))
+    columns = ["run", "level", "percent_remaining", "trials", "accuracy_mean", "accuracy_std"]
+    return pd.concat(tables, ignore_index=True)[[*columns, "stop_iteration_mean", "stop_iteration_std", "folder"]]
+
+
+def plot_comparison(table: pd.DataFrame) -> Figure:
+    """The ticket of every run in `table` (from compare_runs): accuracy at early stopping and early-stopping
+    iteration against percent of weights remaining (log scale, dense on the left), mean ± std over trials."""
+    table = table[table.percent_remaining > 0]  # a level pruned to nothing has no place on a log axis
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    panels = (
+        ("accuracy", "test accuracy at early stopping (%)", "Accuracy against sparsity"),
+        ("stop_iteration", "early-stopping iteration", "Iteration of minimum validation loss"),
+    )
+    for i, (column, ylabel, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for label, rows in table.groupby("run", sort=False):
+            ax.errorbar(
+                rows.percent_remaining,
+                rows[f"{column}_mean"],
+                yerr=rows[f"{column}_std"].fillna(0),
+                label=label,
+                marker="o",
+                markersize=4,
+                capsize=3,
+            )
+        percent_axis(ax, table.percent_remaining.map(lambda p: float(f"{p:.3g}")))  # one tick for 80.04 and 80
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+    fig.axes[0].legend(title="winning ticket of")
+    trials = table.trials.max()
+    fig.suptitle("Runs compared" + (f" (mean ± std over up to {trials} trials)" if trials > 1 else ""))
+    return fig
+
+
+def finished_runs(runs_dir: Path | str, like: Config) -> list[Path]:
+    """The run folders in `runs_dir` that finished every level and have the architecture of `like`."""
+    found = []
+    for path in sorted(Path(runs_dir).iterdir()) if Path(runs_dir).is_dir() else []:
+        try:
+            cfg = RunFolder(path).saved_config() if path.is_dir() else None
+            done = cfg is not None and RunFolder(path).levels_done == cfg.rounds + 1
+        except RunFolderError:
+            continue  # a damaged folder is not a finished run
+        if done and (cfg.fc1_width, cfg.fc2_width) == (like.fc1_width, like.fc2_width):
+            found.append(path)
+    return found
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m lth_helpers compare DIR DIR ... --out FILE.png`: exit 2 for bad input, 1 for a damaged run folder
+    or a figure that cannot be written; nothing is written unless every folder could be read."""
+    parser = _Parser(prog="python -m lth_helpers compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", metavar="DIR", help="run folders to compare (two or more)")
+    parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the figure")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    formats = Figure().canvas.get_supported_filetypes()
+    if len(args.runs) < 2:
+        parser.error("compare needs at least two run folders")
+    if out.suffix.lstrip(".").lower() not in formats:
+        parser.error(f"--out {out} needs a figure extension such as .png ({', '.join(sorted(formats))})")
+    if not out.parent.is_dir():
+        parser.error(f"--out {out}: the folder {out.parent} does not exist")
+    try:
+        table = compare_runs(args.runs)
+    except CompareError as error:
+        parser.error(str(error))
+    except RunFolderError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.drop(columns="folder").round(2).to_string(index=False))
+    try:
+        plot_comparison(table).savefig(out, dpi=120)
+    except OSError as error:
+        print(f"{parser.prog}: error: cannot write {out}: {error}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,98 @@
+"""Runs compared: labels name what differs, the table is the runs' own numbers, and bad folders write nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from lth_helpers import RunFolder
+from lth_helpers.cli import main
+from lth_helpers.compare import CompareError, compare_runs, finished_runs, plot_comparison, run_labels
+from lth_helpers.config import make_config
+from tests.conftest import make_run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return make_run(root / "layerwise", rounds=2), make_run(root / "global", rounds=2, global_pruning=True)
+
+
+def test_each_run_is_labelled_by_the_fields_that_differ():
+    seed, smoke = make_config("seed"), make_config("smoke")
+    assert run_labels([seed, make_config("seed", rewind_iteration=500)], ["a", "b"]) == [
+        "rewind_iteration=0",
+        "rewind_iteration=500",
+    ]
+    assert run_labels([seed, make_config("smoke", trials=3)], ["a", "b"]) == [
+        "seed",
+        "smoke, trials=3",
+    ]
+    assert run_labels([smoke, smoke], ["first", "second"]) == ["first", "second"]  # nothing differs: folder names
+
+
+def test_the_table_holds_each_runs_ticket_mean_and_std_and_the_figure_draws_every_run(runs):
+    table = compare_runs(runs)
+    assert list(table.run.unique()) == ["global_pruning=False", "global_pruning=True"]
+    for path, label in zip(runs, table.run.unique()):
+        results = RunFolder(path).results()
+        ticket = results[results.condition == "ticket"].groupby("level")
+        rows = table[table.run == label].set_index("level")
+        assert rows.accuracy_mean.tolist() == pytest.approx(ticket.early_stop_test_accuracy.mean().tolist())
+        assert rows.accuracy_std.tolist() == pytest.approx(ticket.early_stop_test_accuracy.std().tolist())
+        assert rows.stop_iteration_mean.tolist() == pytest.approx(ticket.early_stop_iteration.mean().tolist())
+        assert (rows.trials == 2).all() and rows.percent_remaining.iloc[0] == 100
+    fig = plot_comparison(table)
+    for ax in fig.axes:
+        assert len(ax.containers) == 2  # one errorbar line per run
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == list(table.run.unique())
+
+
+def test_the_command_writes_the_figure_and_prints_the_table(runs, tmp_path, capsys):
+    out = tmp_path / "comparison.png"
+    assert main(["compare", *map(str, runs), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+    assert "global_pruning=True" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("architecture", "different architectures"),
+        ("missing", "is not a folder"),
+        ("not a run", "is not a run folder"),
+        ("one run", "at least two run folders"),
+        ("extension", "needs a figure extension"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(problem, message, runs, tmp_path, capsys):
+    others = {
+        "missing": [str(tmp_path / "nothing here")],
+        "not a run": [str(tmp_path)],
+        "one run": [],
+    }.get(problem, [str(runs[1])])
+    if problem == "architecture":
+        others = [str(make_run(tmp_path / "wide", rounds=1, fc1_width=50))]
+    out = tmp_path / ("comparison.txt" if problem == "extension" else "comparison.png")
+    with pytest.raises(SystemExit) as exit:
+        main(["compare", str(runs[0]), *others, "--out", str(out)])
+    error = capsys.readouterr().err
+    assert exit.value.code == 2 and message in error and error.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_damaged_run_folder_exits_1_with_one_line_and_writes_nothing(runs, tmp_path, capsys):
+    damaged = make_run(tmp_path / "damaged", rounds=1)
+    (damaged / "results.csv").write_text("level,condition\n0,tick")  # cut short
+    out = tmp_path / "comparison.png"
+    assert main(["compare", str(runs[0]), str(damaged), "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "results.csv cannot be read" in error and error.count("\n") == 1
+    assert not out.exists()
+
+
+def test_finished_runs_are_the_complete_runs_of_one_architecture(runs, tmp_path):
+    root = runs[0].parent
+    assert finished_runs(root, make_config("smoke", fc1_width=40, fc2_width=20)) == sorted(runs)
+    assert finished_runs(root, make_config("smoke")) == []  # 784-300-100-10: none of these
+    with pytest.raises(CompareError, match="no run folders"):
+        compare_runs([])
