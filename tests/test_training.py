@@ -13,7 +13,16 @@ from lth_helpers.data import BatchSampler, get_batch
 from lth_helpers.fast_step import FastStep
 from lth_helpers.model import LAYERS, StackedMLP, concat, init_params, layer_shapes, select
 from lth_helpers.pruning import build_model, current_params, full_masks, prune_by_magnitude
-from lth_helpers.training import DivergenceError, ReferenceStep, evaluate, reference_step, train_networks
+from lth_helpers.training import (
+    DivergenceError,
+    Evaluator,
+    ReferenceStep,
+    evaluate,
+    evaluate_all,
+    reference_step,
+    train_networks,
+)
+from tests.conftest import synthetic_splits
 
 SHAPES = layer_shapes(300, 100)
 
@@ -228,3 +237,44 @@ def test_the_fast_step_flushes_subnormals_only_inside_its_block_on_every_cpu_thr
     assert (outside > 0).all()  # the default is back, on every thread
     if platform.machine().lower() in ("x86_64", "amd64"):
         assert (inside == 0).all()
+
+
+def _evaluate_each_split_alone(model, x, y, chunk):
+    """The evaluation written plainly: the model's own forward (prune's hooks), chunk by chunk, one split."""
+    n, loss_sum, correct = model.n_networks, torch.zeros(model.n_networks, dtype=torch.float64), 0
+    with torch.no_grad():
+        for start in range(0, len(y), chunk):
+            logits = model(x[start : start + chunk]).transpose(1, 2)
+            target = y[start : start + chunk].expand(n, -1)
+            loss_sum += F.cross_entropy(logits, target, reduction="none").sum(1).double()
+            correct += (logits.argmax(1) == target).sum(1)
+    return loss_sum / len(y), 100 * correct / len(y)
+
+
+@pytest.mark.parametrize("n_networks", [1, 3, 12])
+def test_evaluating_validation_and_test_together_gives_bit_for_bit_what_each_gives_alone(n_networks):
+    data = synthetic_splits(n_eval=2500, seed=n_networks)  # 2,500 examples: several chunks a split at 3 networks
+    params = init_params(list(range(n_networks)), 300, 100, "kaiming_uniform")
+    model = build_model(params, full_masks(n_networks, SHAPES))
+    prune_by_magnitude(model, {"fc1": 0.6, "fc2": 0.4, "fc3": 0.2})  # in place: weight_orig keeps its pruned values
+    chunk = min(5000, max(1000, 10_000 // n_networks))  # the CPU's default chunk
+    metrics = evaluate_all(model, data)  # what train_networks records: Evaluator.validation_and_test(...).metrics
+    for split in ("val", "test"):
+        loss, accuracy = _evaluate_each_split_alone(
+            model, getattr(data, f"{split}_x"), getattr(data, f"{split}_y"), chunk
+        )
+        assert torch.equal(metrics[f"{split}_loss"], loss), split
+        assert torch.equal(metrics[f"{split}_accuracy"], accuracy), split
+
+
+def test_one_forward_across_validation_and_test_as_on_a_gpu_gives_each_splits_own_figures(tiny_data):
+    model = build_model(init_params([1, 2], 300, 100, "kaiming_uniform"), full_masks(2, SHAPES))
+    evaluator = Evaluator.validation_and_test(tiny_data, 2)
+    evaluator.pieces = [(0, 400)]  # the GPU's default: one chunk holding both splits (200 examples each)
+    (val_loss, test_loss), (val_acc, test_acc) = evaluator(model)
+    for split, loss, accuracy in (("val", val_loss, val_acc), ("test", test_loss, test_acc)):
+        expected_loss, expected_accuracy = evaluate(
+            model, getattr(tiny_data, f"{split}_x"), getattr(tiny_data, f"{split}_y")
+        )
+        torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=0)
+        assert torch.equal(accuracy, expected_accuracy), split
