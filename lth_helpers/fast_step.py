@@ -23,6 +23,14 @@
   register, so it is set on every OpenMP worker thread too (through libgomp, where torch runs on it).
 - On CUDA, a CUDA graph: the step is captured once and replayed, because a network this small is bound by
   kernel launches, not arithmetic. The host does not wait for the device inside a step.
+- A layer whose mask keeps every weight (level 0, and any layer pruned at rate 0) skips the gradient-mask
+  multiply: multiplying by one changes nothing, and the multiply is a whole pass over the weight's gradient.
+- Optionally (`compile=True`), the step's arithmetic compiled by torch.compile (Inductor): the hand-written
+  gradients, the gradient mask and the Adam update (torch's multi-tensor Adam, which Inductor can trace; the
+  fused kernel it cannot) become fewer, fused kernels, and on CUDA those are what the graph captures. The rule
+  for the default: off unless measured faster on that device, and so off on the CPU and on CUDA alike until
+  it is. If compiling fails (no C++ compiler, no Triton, an op Inductor cannot handle), the step warns once and
+  trains uncompiled, the same step. It rounds a little differently (another Adam kernel, fused arithmetic).
 """
 
 from __future__ import annotations
@@ -46,18 +54,32 @@ class FastStep:
     `indices` (n, batch) pick each network's examples from `data`'s training set. The losses stay on the device
     (no host sync). Use it as a context manager to flush subnormal floats while training on the CPU; steps taken
     outside a `with` block are the same steps, only slower where subnormals occur. `cuda_graph` defaults to
-    "the data is on CUDA"; `graph` is the captured CUDA graph once there is one.
+    "the data is on CUDA"; `graph` is the captured CUDA graph once there is one. `compile` compiles the step's
+    arithmetic with torch.compile from the second step on (the first, uncompiled, creates Adam's state); the
+    first compiled step pays the compile, seconds to a minute. `compiled` says whether steps now run compiled.
     """
 
     WARMUP = 3  # eager steps before capture, so that Adam's state and cuBLAS workspaces exist
 
-    def __init__(self, model: StackedMLP, data: MNISTSplits, learning_rate: float, cuda_graph: bool | None = None):
+    def __init__(
+        self,
+        model: StackedMLP,
+        data: MNISTSplits,
+        learning_rate: float,
+        cuda_graph: bool | None = None,
+        compile: bool = False,
+    ):
         self.model, self.data = model, data
         self.use_graph = data.train_x.device.type == "cuda" if cuda_graph is None else cuda_graph
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, capturable=self.use_graph, fused=True)
+        self.optimizer = torch.optim.Adam(
+            model.parameters(), lr=learning_rate, capturable=self.use_graph, fused=not compile, foreach=compile or None
+        )
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps, self._flushing = 0, False
+        self.compile, self.compiled = compile, False  # compiled: True once a compiled step has run
+        self._compiled_step = None
         _zero_pruned_entries(model)
+        self._masks = _gradient_masks(model)
 
     def __enter__(self) -> FastStep:
         self._flushing = _set_flush_denormal_on_every_thread(True)  # False where the CPU cannot: nothing changes
@@ -87,7 +109,23 @@ class FastStep:
         return self.static_loss
 
     def _step(self, indices: torch.Tensor) -> torch.Tensor:
-        losses = _loss_and_gradients(self.model, *get_batch(self.data.train_x, self.data.train_y, indices))
+        if not self.compile or not self.optimizer.state:  # uncompiled, or the first step, which makes Adam's state
+            return self._eager_step(indices)
+        if self.compiled:
+            return self._compiled_step(indices)
+        try:  # the first compiled step compiles: a failure there trains on uncompiled, never stops the run
+            self._compiled_step = torch.compile(self._eager_step, dynamic=False)
+            losses = self._compiled_step(indices)
+        except Exception as error:  # noqa: BLE001 (Dynamo and Inductor raise many kinds; each means "no compile")
+            warnings.warn(f"torch.compile failed, training uncompiled: {_first_line(error)}", stacklevel=4)
+            self.compile, self._compiled_step = False, None
+            return self._eager_step(indices)  # the gradients are rewritten whole; Adam had not stepped
+        self.compiled = True
+        return losses
+
+    def _eager_step(self, indices: torch.Tensor) -> torch.Tensor:
+        x, y = get_batch(self.data.train_x, self.data.train_y, indices)
+        losses = _loss_and_gradients(self.model, self._masks, x, y)
         self.optimizer.step()
         return losses
 
@@ -105,6 +143,20 @@ class FastStep:
             self.static_loss = self._step(self.static_indices)
 
 
+def _first_line(error: BaseException) -> str:
+    """An exception's type and the first line of its message (the compiler's run to pages)."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0] if message else ''}"
+
+
+@torch.no_grad()
+def _gradient_masks(model: StackedMLP) -> list[torch.Tensor | None]:
+    """Each layer's weight_mask, or None where there is none or it keeps every weight (its multiply would change
+    nothing). Read once, when the step is made: masks do not change while a level trains."""
+    masks = [getattr(getattr(model, name), "weight_mask", None) for name in LAYERS]
+    return [None if mask is None or bool(mask.all()) else mask for mask in masks]
+
+
 @torch.no_grad()
 def _zero_pruned_entries(model: StackedMLP) -> None:
     """weight_orig *= weight_mask in every pruned layer: the same network, and weight_orig is then the weight."""
@@ -120,9 +172,12 @@ def _trainable_weight(layer: nn.Module) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _loss_and_gradients(model: StackedMLP, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _loss_and_gradients(
+    model: StackedMLP, masks: list[torch.Tensor | None], x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     """Mean cross-entropy of each network on its own batch, x (n, b, 784), y (n, b); sets every parameter's .grad
-    to that of `loss.sum().backward()` through prune's hooks (pruned entries of weight_orig must be zero)."""
+    to that of `loss.sum().backward()` through prune's hooks (pruned entries of weight_orig must be zero).
+    `masks` are the layers' gradient masks (`_gradient_masks`), None where a layer's gradient needs none."""
     layers = [getattr(model, name) for name in LAYERS]
     weights = [_trainable_weight(layer) for layer in layers]
     inputs = [x.transpose(1, 2)]  # feature-major: (n, features, b)
@@ -133,11 +188,11 @@ def _loss_and_gradients(model: StackedMLP, x: torch.Tensor, y: torch.Tensor) -> 
     losses = -log_p.gather(1, target).mean((1, 2))
     # d(mean cross-entropy)/d(logits) = (softmax - one_hot(y)) / b
     grad = log_p.exp_().scatter_add_(1, target, torch.full_like(log_p[:, :1], -1.0)).div_(y.shape[1])
-    for layer, weight, h in reversed(list(zip(layers, weights, inputs))):
+    for layer, weight, mask, h in reversed(list(zip(layers, weights, masks, inputs))):
         weight_grad, bias_grad = _grad_buffer(weight), _grad_buffer(layer.bias)
         torch.bmm(grad, h.transpose(1, 2), out=weight_grad)
-        if hasattr(layer, "weight_mask"):  # the chain rule through weight = weight_orig * weight_mask
-            weight_grad.mul_(layer.weight_mask)
+        if mask is not None:  # the chain rule through weight = weight_orig * weight_mask
+            weight_grad.mul_(mask)
         torch.sum(grad, 2, out=bias_grad)
         if layer is not layers[0]:  # back through the layer, then the ReLU that made h (ATen's ReLU backward)
             grad = torch.ops.aten.threshold_backward(torch.bmm(weight.transpose(1, 2), grad), h, 0)
