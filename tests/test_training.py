@@ -343,3 +343,19 @@ def test_a_failed_compile_warns_and_trains_on_with_the_eager_step(tiny_data, mon
     trained = dict(model.named_parameters())
     for name, param in plain_model.named_parameters():  # multi-tensor against fused Adam: rounding only
         torch.testing.assert_close(trained[name], param, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_next_levels_compiled_step_reuses_the_compiled_code(tiny_data):
+    params, masks = _small_pruned_stack()
+    sampler = BatchSampler([4, 5], len(tiny_data.train_y), 32)
+
+    def a_level() -> FastStep:  # a new model and a new step, the same shapes, as every level of a run makes
+        step = FastStep(build_model(params, masks), tiny_data, 2e-3, compile=True)
+        for it in range(3):
+            step(sampler.indices(it))
+        return step
+
+    a_level()  # compiles, unless an earlier test already has
+    with torch._dynamo.config.patch(error_on_recompile=True), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a recompile raises, and the step would report it as a failed compile
+        assert a_level().compiled
