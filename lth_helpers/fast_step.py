@@ -86,6 +86,7 @@ class FastStep:
         self.steps, self._flushing = 0, False
         self.compile, self.compiled = compile, False  # compiled: True once a compiled step has run
         self._compiled_step: Callable[..., torch.Tensor] | None = None
+        self._compiled_arguments: tuple = ()  # all but the indices, gathered once at the first compiled step
         _zero_pruned_entries(model)
         layers = [getattr(model, name) for name in LAYERS]
         self._weights, self._biases = [_trainable_weight(layer) for layer in layers], [layer.bias for layer in layers]
@@ -150,7 +151,7 @@ class FastStep:
         state = [self.optimizer.state[param] for param in group["params"]]
         adam = {key: [s[key] for s in state] for key in ADAM_STATE}
         adam["params"], adam["grads"] = [p.detach() for p in group["params"]], [p.grad for p in group["params"]]
-        hyper = {key: group[key] for key in ("lr", "betas", "eps", "weight_decay", "capturable")}
+        hyper = {key: group[key] for key in ("lr", "betas", "eps")}  # no weight decay, no amsgrad: Adam's defaults
         weights, biases = ([p.detach() for p in params] for params in (self._weights, self._biases))
         return weights, biases, self._masks, self._grads, self.data.train_x, self.data.train_y, adam, hyper
 
