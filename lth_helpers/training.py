@@ -12,7 +12,8 @@ stack size.)
 A training step is one of two, the same step computed two ways (tested equal): `reference_step`, plain
 autograd through the forward pre-hooks of `torch.nn.utils.prune`, which is the definition; and
 fast_step.FastStep, the default, which adds every speed trick (hand-written gradients, fused Adam,
-subnormal flushing, CUDA graphs). The host waits for the device only at evaluation points.
+subnormal flushing, CUDA graphs, optionally torch.compile). The host waits for the device only at evaluation
+points, where `Evaluator` takes validation and test together.
 """
 
 from __future__ import annotations
