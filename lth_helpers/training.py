@@ -12,22 +12,25 @@ stack size.)
 A training step is one of two, the same step computed two ways (tested equal): `reference_step`, plain
 autograd through the forward pre-hooks of `torch.nn.utils.prune`, which is the definition; and
 fast_step.FastStep, the default, which adds every speed trick (hand-written gradients, fused Adam,
-subnormal flushing, CUDA graphs). The host waits for the device only at evaluation points.
+subnormal flushing, CUDA graphs, optionally torch.compile). The host waits for the device only at evaluation
+points, where `Evaluator` takes validation and test together.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .data import BatchSampler, MNISTSplits, get_batch
 from .fast_step import FastStep
-from .model import Params, StackedMLP
+from .model import LAYERS, Params, StackedMLP, stacked_linear
 from .pruning import current_params
 
 METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
@@ -68,6 +71,7 @@ def train_networks(
     snapshot_iteration: int | None = None,
     fast: bool = True,
     cuda_graph: bool | None = None,
+    compile: bool = False,
     desc: str = "train",
     progress: bool = True,
 ) -> TrainResult:
@@ -75,17 +79,22 @@ def train_networks(
 
     Evaluates on validation and test before training, every `eval_every` iterations and at the end.
     Raises DivergenceError at the first non-finite or exploded training loss. `fast` picks the step: FastStep (the
-    default), or ReferenceStep, plain autograd and Adam. `cuda_graph` (fast step only) defaults to "on CUDA".
+    default), or ReferenceStep, plain autograd and Adam. `cuda_graph` (fast step only) defaults to "on CUDA"; `compile`
+    (fast step only) compiles the step with torch.compile, off unless measured faster (see FastStep).
     """
-    if cuda_graph and not fast:
-        raise ValueError("cuda_graph=True needs the fast step (fast=True); the reference step runs eagerly")
+    for option, value in (("cuda_graph", cuda_graph), ("compile", compile)):
+        if value and not fast:
+            raise ValueError(f"{option}=True needs the fast step (fast=True); the reference step runs eagerly")
     device = data.train_x.device
     sampler = BatchSampler(batch_seeds, len(data.train_y), batch_size, device)
-    step = FastStep(model, data, learning_rate, cuda_graph) if fast else ReferenceStep(model, data, learning_rate)
+    step = (
+        FastStep(model, data, learning_rate, cuda_graph, compile) if fast else ReferenceStep(model, data, learning_rate)
+    )
     window = torch.zeros(min(eval_every, iterations), model.n_networks, device=device)  # losses since the last eval
     checkpoints = sorted({0, *range(eval_every, iterations, eval_every), iterations})
     snapshot, start = None, time.perf_counter()
-    history = [evaluate_all(model, data)]
+    evaluator = Evaluator.validation_and_test(data, model.n_networks)
+    history = [evaluator.metrics(model)]
     with step, tqdm(total=iterations, desc=desc, leave=False, disable=not progress) as bar:
         for begin, end in zip(checkpoints, checkpoints[1:]):
             for it in range(begin, end):
@@ -95,7 +104,7 @@ def train_networks(
             if begin == 0:  # window[0]: each network's loss before its first step
                 limit = DIVERGENCE_FACTOR * window[0].clamp(min=math.log(10))
             _check_finite(window[: end - begin], begin, limit)
-            history.append(evaluate_all(model, data))
+            history.append(evaluator.metrics(model))
             bar.update(end - begin)
             bar.set_postfix(loss=f"{window[: end - begin].mean().item():.4f}")
     if device.type == "cuda":
@@ -141,33 +150,88 @@ class ReferenceStep:
         return reference_step(self.model, self.optimizer, *get_batch(self.data.train_x, self.data.train_y, indices))
 
 
-@torch.no_grad()
+class Evaluator:
+    """Mean cross-entropy and accuracy (%) of every network on one or more splits, (x, y) each, in one pass.
+
+        evaluator = Evaluator([(data.val_x, data.val_y), (data.test_x, data.test_y)], n_networks)
+        losses, accuracies = evaluator(model)      # each (splits, n)
+
+    Made once per training call and called at every evaluation: the splits are joined into one tensor on their
+    device here, once, so that an evaluation goes over them in one loop. `chunk` examples go through at a time,
+    never across a split's boundary, so every split is computed exactly as on its own. By default: all of them at
+    once on a GPU (one forward, one set of kernels for validation and test together); on a CPU about 10,000
+    network-examples, whose activations stay in cache. Each layer's masked weight (what prune's hook computes
+    before every forward) is made once per evaluation, not once per chunk.
+    """
+
+    def __init__(self, splits: list[tuple[torch.Tensor, torch.Tensor]], n_networks: int, chunk: int | None = None):
+        self.x = torch.cat([x for x, _ in splits]) if len(splits) > 1 else splits[0][0]
+        self.y = torch.cat([y for _, y in splits]) if len(splits) > 1 else splits[0][1]
+        self.sizes = torch.tensor([len(y) for _, y in splits], device=self.y.device)[:, None]
+        edges = list(itertools.accumulate((len(y) for _, y in splits), initial=0))
+        self.bounds = list(zip(edges, edges[1:]))
+        if chunk is None and self.x.device.type == "cuda":
+            self.pieces = [(0, edges[-1])]  # one forward over every split: fewest kernel launches
+        else:
+            chunk = chunk or min(5000, max(1000, 10_000 // n_networks))
+            self.pieces = [(s, min(s + chunk, end)) for begin, end in self.bounds for s in range(begin, end, chunk)]
+
+    @torch.no_grad()
+    def __call__(self, model: StackedMLP) -> tuple[torch.Tensor, torch.Tensor]:
+        """(losses, accuracies) of every network on every split, each (splits, n); accuracies in %."""
+        n, device = model.n_networks, self.x.device
+        weights = [_weight_as_pruned(getattr(model, name)) for name in LAYERS]
+        biases = [getattr(model, name).bias for name in LAYERS]
+        loss_sum = torch.zeros(len(self.bounds), n, dtype=torch.float64, device=device)
+        correct = torch.zeros(len(self.bounds), n, dtype=torch.int64, device=device)
+        for start, end in self.pieces:
+            logits = _logits(weights, biases, self.x[start:end])  # (n, classes, chunk), as the model computes it
+            target = self.y[start:end].expand(n, -1)
+            losses = F.cross_entropy(logits, target, reduction="none")
+            hits = logits.argmax(1) == target
+            for split, (begin, end_of_split) in enumerate(self.bounds):
+                first, last = max(begin, start) - start, min(end_of_split, end) - start
+                if first < last:
+                    loss_sum[split] += losses[:, first:last].sum(1).double()
+                    correct[split] += hits[:, first:last].sum(1)
+        return loss_sum / self.sizes, 100 * correct / self.sizes
+
+    @classmethod
+    def validation_and_test(cls, data: MNISTSplits, n_networks: int) -> Evaluator:
+        return cls([(data.val_x, data.val_y), (data.test_x, data.test_y)], n_networks)
+
+    def metrics(self, model: StackedMLP) -> dict[str, torch.Tensor]:
+        """METRICS name -> (n,), for an evaluator made by `validation_and_test`."""
+        (val_loss, test_loss), (val_acc, test_acc) = self(model)
+        return dict(val_loss=val_loss, val_accuracy=val_acc, test_loss=test_loss, test_accuracy=test_acc)
+
+
+def _weight_as_pruned(layer: nn.Module) -> torch.Tensor:
+    """The weight a layer's forward uses: what prune's forward pre-hook computes from weight_orig and weight_mask."""
+    if hasattr(layer, "weight_mask"):
+        return layer.weight_mask.to(dtype=layer.weight_orig.dtype) * layer.weight_orig  # prune's very product
+    return layer.weight
+
+
+def _logits(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """StackedMLP's forward with the given weights, x (batch, 784) shared by all networks -> (n, classes, batch)."""
+    h = x.transpose(0, 1)
+    for weight, bias in zip(weights[:-1], biases[:-1]):
+        h = stacked_linear(weight, bias, h).relu_()
+    return stacked_linear(weights[-1], biases[-1], h)
+
+
 def evaluate(
     model: StackedMLP, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and accuracy (%) of every network on (x, y): two tensors of shape (n,).
-
-    `chunk` examples go through at a time. By default: all at once on a GPU (fewest kernel launches);
-    on a CPU about 10,000 network-examples, whose activations stay in cache.
-    """
-    n = model.n_networks
-    if chunk is None:
-        chunk = len(y) if x.device.type == "cuda" else min(5000, max(1000, 10_000 // n))
-    loss_sum = torch.zeros(n, dtype=torch.float64, device=x.device)
-    correct = torch.zeros(n, dtype=torch.int64, device=x.device)
-    for start in range(0, len(y), chunk):
-        logits = model(x[start : start + chunk]).transpose(1, 2)  # (n, classes, chunk), as the model computes it
-        target = y[start : start + chunk].expand(n, -1)
-        loss_sum += F.cross_entropy(logits, target, reduction="none").sum(1).double()
-        correct += (logits.argmax(1) == target).sum(1)
-    return loss_sum / len(y), 100 * correct / len(y)
+    """Mean cross-entropy and accuracy (%) of every network on (x, y): two tensors of shape (n,). See Evaluator."""
+    losses, accuracies = Evaluator([(x, y)], model.n_networks, chunk)(model)
+    return losses[0], accuracies[0]
 
 
 def evaluate_all(model: StackedMLP, data: MNISTSplits) -> dict[str, torch.Tensor]:
     """Loss and accuracy of every network on validation and test: METRICS name -> (n,)."""
-    val_loss, val_acc = evaluate(model, data.val_x, data.val_y)
-    test_loss, test_acc = evaluate(model, data.test_x, data.test_y)
-    return dict(val_loss=val_loss, val_accuracy=val_acc, test_loss=test_loss, test_accuracy=test_acc)
+    return Evaluator.validation_and_test(data, model.n_networks).metrics(model)
 
 
 def _check_finite(losses: torch.Tensor, first_iteration: int, limit: torch.Tensor) -> None:

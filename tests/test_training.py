@@ -4,6 +4,7 @@ evaluation; divergence."""
 from __future__ import annotations
 
 import platform
+import warnings
 
 import pytest
 import torch
@@ -13,7 +14,16 @@ from lth_helpers.data import BatchSampler, get_batch
 from lth_helpers.fast_step import FastStep
 from lth_helpers.model import LAYERS, StackedMLP, concat, init_params, layer_shapes, select
 from lth_helpers.pruning import build_model, current_params, full_masks, prune_by_magnitude
-from lth_helpers.training import DivergenceError, ReferenceStep, evaluate, reference_step, train_networks
+from lth_helpers.training import (
+    DivergenceError,
+    Evaluator,
+    ReferenceStep,
+    evaluate,
+    evaluate_all,
+    reference_step,
+    train_networks,
+)
+from tests.conftest import synthetic_splits
 
 SHAPES = layer_shapes(300, 100)
 
@@ -53,10 +63,12 @@ def _autograd_loss_and_gradients(model, x, y):
     return losses.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("pruning", ["none", "build_model", "prune_hooks"])
+@pytest.mark.parametrize("pruning", ["none", "build_model", "prune_hooks", "fc2_only"])
 def test_the_fast_steps_hand_written_gradients_equal_autograds_through_prunes_hooks(tiny_data, pruning):
     params = init_params([1, 2, 3], 300, 100, "kaiming_uniform")
     rates = {"fc1": 0.6, "fc2": 0.4, "fc3": 0.2}
+    if pruning == "fc2_only":  # masks of all ones on fc1 and fc3: the step skips their multiply, not fc2's
+        rates, pruning = {"fc1": 0.0, "fc2": 0.4, "fc3": 0.0}, "build_model"
     if pruning == "none":
         model = StackedMLP(3)
         model.load_state_dict(params)
@@ -66,6 +78,8 @@ def test_the_fast_steps_hand_written_gradients_equal_autograds_through_prunes_ho
         model = StackedMLP(3)
         model.load_state_dict(params)
         prune_by_magnitude(model, rates)
+    if rates["fc1"] == 0:
+        assert bool(model.fc1.weight_mask.all()) and not bool(model.fc2.weight_mask.all())
     indices = torch.arange(96).view(3, 32)
     expected_losses, expected = _autograd_loss_and_gradients(
         model, *get_batch(tiny_data.train_x, tiny_data.train_y, indices)
@@ -116,19 +130,20 @@ def test_train_networks_with_the_reference_step_gives_what_the_fast_step_gives(t
         torch.testing.assert_close(fast.params[key], value, rtol=1e-3, atol=1e-4)
     for name, values in reference.metrics.items():
         torch.testing.assert_close(fast.metrics[name], values, rtol=1e-4, atol=1e-3)
-    with pytest.raises(ValueError, match="needs the fast step"):
-        train_networks(
-            build_model(params, masks),
-            tiny_data,
-            iterations=1,
-            batch_size=32,
-            learning_rate=2e-3,
-            eval_every=1,
-            batch_seeds=[7, 8],
-            fast=False,
-            cuda_graph=True,
-            progress=False,
-        )
+    for option in ("cuda_graph", "compile"):
+        with pytest.raises(ValueError, match=f"{option}=True needs the fast step"):
+            train_networks(
+                build_model(params, masks),
+                tiny_data,
+                iterations=1,
+                batch_size=32,
+                learning_rate=2e-3,
+                eval_every=1,
+                batch_seeds=[7, 8],
+                fast=False,
+                progress=False,
+                **{option: True},
+            )
 
 
 def test_the_reference_step_returns_each_networks_loss_and_clears_the_gradients(tiny_data):
@@ -228,3 +243,119 @@ def test_the_fast_step_flushes_subnormals_only_inside_its_block_on_every_cpu_thr
     assert (outside > 0).all()  # the default is back, on every thread
     if platform.machine().lower() in ("x86_64", "amd64"):
         assert (inside == 0).all()
+
+
+def _evaluate_each_split_alone(model, x, y, chunk):
+    """The evaluation written plainly: the model's own forward (prune's hooks), chunk by chunk, one split."""
+    n, loss_sum, correct = model.n_networks, torch.zeros(model.n_networks, dtype=torch.float64), 0
+    with torch.no_grad():
+        for start in range(0, len(y), chunk):
+            logits = model(x[start : start + chunk]).transpose(1, 2)
+            target = y[start : start + chunk].expand(n, -1)
+            loss_sum += F.cross_entropy(logits, target, reduction="none").sum(1).double()
+            correct += (logits.argmax(1) == target).sum(1)
+    return loss_sum / len(y), 100 * correct / len(y)
+
+
+@pytest.mark.parametrize("n_networks", [1, 3, 12])
+def test_evaluating_validation_and_test_together_gives_bit_for_bit_what_each_gives_alone(n_networks):
+    data = synthetic_splits(n_eval=2500, seed=n_networks)  # 2,500 examples: several chunks a split at 3 networks
+    params = init_params(list(range(n_networks)), 300, 100, "kaiming_uniform")
+    model = build_model(params, full_masks(n_networks, SHAPES))
+    prune_by_magnitude(model, {"fc1": 0.6, "fc2": 0.4, "fc3": 0.2})  # in place: weight_orig keeps its pruned values
+    chunk = min(5000, max(1000, 10_000 // n_networks))  # the CPU's default chunk
+    metrics = evaluate_all(model, data)  # what train_networks records: Evaluator.validation_and_test(...).metrics
+    for split in ("val", "test"):
+        loss, accuracy = _evaluate_each_split_alone(
+            model, getattr(data, f"{split}_x"), getattr(data, f"{split}_y"), chunk
+        )
+        assert torch.equal(metrics[f"{split}_loss"], loss), split
+        assert torch.equal(metrics[f"{split}_accuracy"], accuracy), split
+
+
+def test_one_forward_across_validation_and_test_as_on_a_gpu_gives_each_splits_own_figures(tiny_data):
+    model = build_model(init_params([1, 2], 300, 100, "kaiming_uniform"), full_masks(2, SHAPES))
+    evaluator = Evaluator.validation_and_test(tiny_data, 2)
+    evaluator.pieces = [(0, 400)]  # the GPU's default: one chunk holding both splits (200 examples each)
+    (val_loss, test_loss), (val_acc, test_acc) = evaluator(model)
+    for split, loss, accuracy in (("val", val_loss, val_acc), ("test", test_loss, test_acc)):
+        expected_loss, expected_accuracy = evaluate(
+            model, getattr(tiny_data, f"{split}_x"), getattr(tiny_data, f"{split}_y")
+        )
+        torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=0)
+        assert torch.equal(accuracy, expected_accuracy), split
+
+
+def _small_pruned_stack(n: int = 2):
+    """A small stack (fc1 30 wide, fc2 20) with one round of pruning: a short compile, the same kinds of layers."""
+    params = init_params(list(range(n)), 30, 20, "kaiming_uniform")
+    shapes = layer_shapes(30, 20)
+    masks = prune_by_magnitude(build_model(params, full_masks(n, shapes)), {"fc1": 0.5, "fc2": 0.3, "fc3": 0.2})
+    return params, masks
+
+
+def test_the_compiled_step_trains_as_the_eager_step_within_rounding_and_keeps_pruned_weights_at_zero(tiny_data):
+    params, masks = _small_pruned_stack()
+    eager_model, compiled_model = build_model(params, masks), build_model(params, masks)
+    sampler = BatchSampler([4, 5], len(tiny_data.train_y), 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to the eager step would compare eager with eager
+        eager = FastStep(eager_model, tiny_data, 2e-3)
+        compiled = FastStep(compiled_model, tiny_data, 2e-3, compile=True)
+        for it in range(300):
+            indices = sampler.indices(it)
+            torch.testing.assert_close(compiled(indices), eager(indices), rtol=1e-3, atol=1e-4)
+    assert compiled.compiled and not eager.compiled
+    trained = dict(compiled_model.named_parameters())
+    for name, param in eager_model.named_parameters():
+        # Another Adam kernel (multi-tensor, not fused) and fused arithmetic: rounding only, a fraction of one
+        # Adam step (lr 2e-3) after 300 steps; a wrong gradient or update would move weights by whole steps.
+        torch.testing.assert_close(trained[name], param, rtol=1e-3, atol=5e-4, msg=name)
+        if name.endswith("weight_orig"):
+            pruned_entries = masks[name.split(".")[0]] == 0
+            assert bool((trained[name][pruned_entries] == 0).all()) and bool((param.grad[pruned_entries] == 0).all())
+
+
+@pytest.mark.parametrize("where", ["torch.compile", "the first compiled step"])
+def test_a_failed_compile_warns_and_trains_on_with_the_eager_step(tiny_data, monkeypatch, where):
+    def failing_compile(function, **options):
+        if where == "torch.compile":
+            raise RuntimeError("no compiler here\nsecond line")
+
+        def compiled(*args):
+            raise RuntimeError("InductorError: C++ compile error\nthe compiler's log")
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    params, masks = _small_pruned_stack()
+    plain_model, model = build_model(params, masks), build_model(params, masks)
+    plain, step = FastStep(plain_model, tiny_data, 2e-3), FastStep(model, tiny_data, 2e-3, compile=True)
+    sampler = BatchSampler([4, 5], len(tiny_data.train_y), 32)
+    step(sampler.indices(0))  # the first step is eager: Adam's state is made there
+    with pytest.warns(UserWarning, match=r"torch.compile failed, training uncompiled: RuntimeError: [^\n]*$"):
+        step(sampler.indices(1))
+    for it in range(2, 6):
+        step(sampler.indices(it))  # no second warning, no second try
+    assert not step.compiled and not step.compile
+    for it in range(6):
+        plain(sampler.indices(it))
+    trained = dict(model.named_parameters())
+    for name, param in plain_model.named_parameters():  # multi-tensor against fused Adam: rounding only
+        torch.testing.assert_close(trained[name], param, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_next_levels_compiled_step_reuses_the_compiled_code(tiny_data):
+    params, masks = _small_pruned_stack()
+    sampler = BatchSampler([4, 5], len(tiny_data.train_y), 32)
+
+    def a_level() -> FastStep:  # a new model and a new step, the same shapes, as every level of a run makes
+        step = FastStep(build_model(params, masks), tiny_data, 2e-3, compile=True)
+        for it in range(3):
+            step(sampler.indices(it))
+        return step
+
+    a_level()  # compiles, unless an earlier test already has
+    with torch._dynamo.config.patch(error_on_recompile=True), warnings.catch_warnings():
+        warnings.simplefilter("error")  # a recompile raises, and the step would report it as a failed compile
+        assert a_level().compiled
