@@ -54,7 +54,11 @@ def _parser_for(field: dataclasses.Field) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m lth_helpers", description=__doc__.split("\n\n")[0])
+    parser = _Parser(
+        prog="python -m lth_helpers",
+        description=__doc__.split("\n\n")[0],
+        epilog="Compare finished runs: python -m lth_helpers compare DIR DIR ... --out FILE.png",
+    )
     parser.add_argument(
         "--preset",
         help=f"starting point: {', '.join(PRESETS)} (default: paper on a GPU, where it takes minutes; seed on a CPU, "
