@@ -27,7 +27,14 @@ from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_experiment
 from .inference import first_network, inference_table, save_ticket
 from .plotting import INFERENCE_FIGURE, plot_inference, save_figures
-from .report import conclusions, inference_conclusions, inference_summary, paper_comparison, summary_table
+from .report import (
+    accuracy_at_init_conclusions,
+    conclusions,
+    inference_conclusions,
+    inference_summary,
+    paper_comparison,
+    summary_table,
+)
 from .runs import DamagedFileError, RunFolder, RunFolderError, write_atomic
 
 
@@ -151,9 +158,10 @@ def _one_line(error: Exception | str) -> str:
 
 def report_run(out: Path, results: pd.DataFrame, test_x: torch.Tensor, last_level: int) -> None:
     """Print the run's tables and conclusions; write its figures, inference table and exported ticket."""
-    save_figures(results, RunFolder(out).curves(), out)
+    curves = RunFolder(out).curves()
+    save_figures(results, curves, out)
     print(summary_table(results).to_string())
-    print("\n".join(conclusions(results)))
+    print("\n".join(conclusions(results) + accuracy_at_init_conclusions(curves, results)))
     comparison = paper_comparison(results)
     if len(comparison):
         print("\nThe paper's statements about LeNet-300-100, and this run:")

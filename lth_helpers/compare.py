@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from .config import Config, make_config
 from .plotting import percent_axis
-from .runs import RunFolder, RunFolderError
+from .runs import RunFolder, RunFolderError, WriteError, write_atomic
 
 
 class CompareError(ValueError):
@@ -71,15 +71,22 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> pd.DataFrame:
     Raises CompareError for a folder that is not a finished-enough run or runs of different architectures, and
     RunFolderError for a damaged run folder.
     """
+    if isinstance(run_dirs, (str, Path)):
+        raise CompareError(f"compare_runs takes a list of run folders, got the single path {str(run_dirs)!r}")
     paths = [Path(p) for p in run_dirs]
     if not paths:
         raise CompareError("no run folders to compare")
+    resolved = [path.resolve() for path in paths]
+    twice = [str(path) for path, key in zip(paths, resolved) if resolved.count(key) > 1]
+    if twice:
+        raise CompareError(f"{twice[0]} is given more than once; name each run folder once")
     runs = [_read_run(path) for path in paths]
     shapes = {path: (cfg.fc1_width, cfg.fc2_width) for path, (cfg, _) in zip(paths, runs)}
     if len(set(shapes.values())) > 1:
         widths = "; ".join(f"{path}: 784-{a}-{b}-10" for path, (a, b) in shapes.items())
         raise CompareError(f"the runs have different architectures and cannot be compared ({widths})")
-    labels = run_labels([cfg for cfg, _ in runs], [path.name for path in paths])
+    names = [path.name if [p.name for p in paths].count(path.name) == 1 else str(path) for path in paths]
+    labels = run_labels([cfg for cfg, _ in runs], names)
     tables = []
     for label, path, (_, results) in zip(labels, paths, runs):
         ticket = results[results.condition == "ticket"].groupby("level")
@@ -134,6 +141,8 @@ def finished_runs(runs_dir: Path | str, like: Config) -> list[Path]:
         try:
             cfg = RunFolder(path).saved_config() if path.is_dir() else None
             done = cfg is not None and RunFolder(path).levels_done == cfg.rounds + 1
+            if done:
+                RunFolder(path).results()  # readable to the last row: what compare_runs reads
         except RunFolderError:
             continue  # a damaged folder is not a finished run
         if done and (cfg.fc1_width, cfg.fc2_width) == (like.fc1_width, like.fc2_width):
@@ -170,10 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.drop(columns="folder").round(2).to_string(index=False))
+    figure = plot_comparison(table)
     try:
-        plot_comparison(table).savefig(out, dpi=120)
-    except OSError as error:
-        print(f"{parser.prog}: error: cannot write {out}: {error}", file=sys.stderr)
+        write_atomic(out, lambda tmp: figure.savefig(tmp, format=out.suffix.lstrip(".").lower(), dpi=120))
+    except WriteError as error:  # the figure that was there, if any, is intact
+        print(f"{parser.prog}: error: cannot write {error.file}: {error.reason}", file=sys.stderr)
         return 1
     print(f"wrote {out}")
     return 0

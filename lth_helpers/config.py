@@ -118,12 +118,13 @@ def make_config(preset: str = "paper", **overrides: Any) -> Config:
 
 def _normalized(name: str, kind: str, value: Any) -> Any:
     """`value` as the field's own type, so that config.json stays plain JSON and the hash stays the same: numpy and
-    other integers as int, real numbers other than int and float as float, a list of names as a tuple. Raises
-    ConfigError for a value of another kind (a bool or a string where a number is meant, a string for a tuple)."""
+    other integers as int, every real number of a float field (ints included) as float, a list of names as a tuple.
+    Raises ConfigError for a value of another kind (a bool or a string where a number is
+    meant, a string for a tuple)."""
     if kind == "int" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
-    if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, (bool, int)):
-        return float(value)
+    if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)  # 1 and 1.0 are one learning rate: one hash, one run folder
     if kind == "tuple[str, ...]":
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a tuple of names, such as ('reinit',), got {value!r}")

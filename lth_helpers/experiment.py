@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, ConfigError, check_memory
 from .data import MNISTSplits
-from .model import INPUT_SIZE, LAYERS, Params, concat, init_params, layer_shapes, select
+from .model import INPUT_SIZE, LAYERS, N_CLASSES, Params, concat, init_params, layer_shapes, select
 from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_magnitude, random_masks_like
 from .runs import RunFolder
 from .training import DIVERGED, DivergenceError, TrainResult, train_networks
@@ -71,8 +71,9 @@ def run_experiment(
 
 
 def check_data(cfg: Config, data: MNISTSplits) -> None:
-    """Raise ConfigError unless `data` is what `cfg` trains on: `cfg.val_size` validation images, one device, images
-    and labels paired, a batch's worth of training images. config.json records `cfg`, so it must hold."""
+    """Raise ConfigError unless `data` is what `cfg` trains on: `cfg.val_size` validation images, one device, float32
+    images and int64 labels of the ten classes paired, a batch's worth of training images. config.json records `cfg`, so
+    it must hold."""
     tensors = vars(data)
     devices = {str(t.device) for t in tensors.values()}
     if len(devices) > 1:
@@ -84,10 +85,15 @@ def check_data(cfg: Config, data: MNISTSplits) -> None:
         )
     for split in ("train", "val", "test"):
         x, y = tensors[f"{split}_x"], tensors[f"{split}_y"]
-        if x.dim() != 2 or x.shape[1] != INPUT_SIZE or y.shape != x.shape[:1]:
+        if x.dim() != 2 or x.shape[1] != INPUT_SIZE or y.shape != x.shape[:1] or not len(y):
             raise ConfigError(
-                f"{split}_x must be (n, {INPUT_SIZE}) images with n labels in {split}_y, "
+                f"{split}_x must be (n, {INPUT_SIZE}) images with n > 0 labels in {split}_y, "
                 f"got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if x.dtype != torch.float32 or y.dtype != torch.int64 or not 0 <= int(y.min()) <= int(y.max()) < N_CLASSES:
+            raise ConfigError(
+                f"{split}_x must be float32 images and {split}_y int64 labels from 0 to {N_CLASSES - 1}, "
+                f"got {x.dtype} and {y.dtype} labels"
             )
     if cfg.batch_size > len(data.train_y):
         raise ConfigError(f"batch_size ({cfg.batch_size}) is more than the {len(data.train_y):,} training images")

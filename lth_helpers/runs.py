@@ -30,9 +30,10 @@ from typing import IO, TypeVar
 import pandas as pd
 import torch
 
-from .config import Config
+from .config import CONTROLS, Config
 from .model import LAYERS, layer_shapes
 from .pruning import Masks
+from .training import METRICS
 
 try:
     import fcntl  # POSIX: the lock that keeps two runs out of one folder
@@ -43,6 +44,24 @@ LOCK_FILE = "run.lock"  # held (flock) by the run using the folder; empty, and l
 MANIFEST = "manifest.json"  # the files this tool wrote in the folder: all that --overwrite removes
 CLEARING = ".overwritten"  # --overwrite moves the tool's files here, then deletes it
 SUBFOLDERS = ("masks", "tickets")
+# The columns of the two tables, in order (experiment.level_rows and curve_rows write them; a test holds them equal).
+TABLE_COLUMNS = {
+    "results.csv": (
+        "level",
+        "condition",
+        "trial",
+        "weights_remaining",
+        "percent_remaining",
+        *(f"{name}_remaining" for name in LAYERS),
+        "early_stop_iteration",
+        "early_stop_val_loss",
+        "early_stop_test_accuracy",
+        "final_test_accuracy",
+        "final_test_loss",
+        "train_seconds",
+    ),
+    "curves.csv": ("level", "condition", "trial", "iteration", *METRICS),
+}
 MASK_CONDITIONS = ("ticket", "random_prune")  # the masks saved per level: the ticket's and the random control's
 # The files of a run folder written before manifests existed: the names this tool gives its files.
 LEGACY_FILES = ("config.json", "init.pt", "rewind.pt", "results.csv", "curves.csv", "progress.json", "inference.csv")
@@ -58,6 +77,14 @@ class RunFolderError(RuntimeError):
 
 class DamagedFileError(RunFolderError):
     """A file of the run folder cannot be read back; the folder is left as it was."""
+
+
+class WriteError(RunFolderError):
+    """A file could not be written (a full disk, no permission); its old version, if any, is intact."""
+
+    def __init__(self, message: str, file: Path, reason: str):
+        super().__init__(message)
+        self.file, self.reason = file, reason
 
 
 _held: dict[Path, RunFolder] = {}  # the folders this process holds, by resolved path
@@ -368,8 +395,7 @@ class RunFolder:
             if not text.endswith(b"\n"):
                 raise ValueError("it ends in the middle of a row")
             table = pd.read_csv(io.BytesIO(text))  # the bytes just checked: the file is read once
-            if not pd.api.types.is_integer_dtype(table["level"]):
-                raise ValueError("its level column holds other things than whole numbers")
+            _check_table(name, table)
             finished = table[table["level"] < progress["levels_done"]].reset_index(drop=True)
             if recorded is not None and len(finished) != recorded:
                 raise ValueError(f"{len(finished)} rows of finished levels, progress.json recorded {recorded}")
@@ -388,6 +414,21 @@ class RunFolder:
         self.write("progress.json", lambda tmp: tmp.write_text(progress))
 
 
+def _check_table(name: str, table: pd.DataFrame) -> None:
+    """Raise ValueError unless `table` has the columns this tool writes into `name`, numbers where numbers belong."""
+    if tuple(table.columns) != TABLE_COLUMNS[name]:
+        raise ValueError(f"its columns are not those of a run's {name}: {', '.join(map(str, table.columns))}")
+    conditions = ("ticket", *CONTROLS)
+    if not set(table["condition"]) <= set(conditions):
+        raise ValueError(f"its condition column holds other things than {', '.join(conditions)}")
+    for column in ("level", "trial", "iteration", "weights_remaining", "early_stop_iteration"):
+        if column in table and not pd.api.types.is_integer_dtype(table[column]):
+            raise ValueError(f"its {column} column holds other things than whole numbers")
+    for column in set(table.columns) - {"condition"}:
+        if not pd.api.types.is_numeric_dtype(table[column]):
+            raise ValueError(f"its {column} column holds other things than numbers")
+
+
 # ---------------------------------------------------------------------------------------------
 # One way to write a file, one way to read one
 
@@ -397,7 +438,7 @@ def write_atomic(file: Path, write: Callable[[Path], None]) -> None:
 
     A reader (or a run killed meanwhile) sees the old file or the new one, never half of one. A file written into a
     folder this process holds is first recorded in that folder's manifest. Any OSError (a full disk, no permission)
-    removes the temporary file and becomes a RunFolderError that names the file.
+    removes the temporary file and becomes a WriteError (a RunFolderError) that names the file.
     """
     file = Path(file)
     holder = _holder_of(file)
@@ -407,9 +448,11 @@ def write_atomic(file: Path, write: Callable[[Path], None]) -> None:
         _replace(file, write)
     except OSError as error:
         folder = file.parent if holder is None else holder.path
-        raise RunFolderError(
+        raise WriteError(
             f"could not write {file}: {_reason(error)}; the finished levels are kept in {folder}: "
-            f"free some space (or fix the permission) and run the same command again to resume"
+            f"free some space (or fix the permission) and run the same command again to resume",
+            file,
+            _reason(error),
         ) from None
 
 

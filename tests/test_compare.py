@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from matplotlib.figure import Figure
 
 from lth_helpers import RunFolder
 from lth_helpers.cli import main
@@ -90,9 +93,36 @@ def test_a_damaged_run_folder_exits_1_with_one_line_and_writes_nothing(runs, tmp
     assert not out.exists()
 
 
+def test_a_figure_that_cannot_be_written_leaves_the_old_one_whole(runs, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "comparison.png"
+    out.write_bytes(b"the figure of an earlier comparison")
+
+    def disk_full(self, file, **kwargs):
+        Path(file).write_bytes(b"half a figu")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    assert main(["compare", str(runs[0]), str(runs[1]), "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert f"cannot write {out}: No space left on device" in error and error.count("\n") == 1
+    assert out.read_bytes() == b"the figure of an earlier comparison" and list(tmp_path.iterdir()) == [out]
+
+
+def test_a_folder_given_twice_is_refused_and_runs_with_one_name_get_distinct_labels(runs, tmp_path):
+    with pytest.raises(CompareError, match="more than once"):
+        compare_runs([runs[0], runs[0].parent / ".." / runs[0].parent.name / runs[0].name])
+    with pytest.raises(CompareError, match="a list of run folders"):
+        compare_runs(str(runs[0]))
+    twin = make_run(tmp_path / runs[0].name, rounds=2)  # the same config and folder name, elsewhere
+    assert set(compare_runs([runs[0], twin]).run) == {str(runs[0]), str(twin)}
+
+
 def test_finished_runs_are_the_complete_runs_of_one_architecture(runs, tmp_path):
     root = runs[0].parent
     assert finished_runs(root, make_config("smoke", fc1_width=40, fc2_width=20)) == sorted(runs)
     assert finished_runs(root, make_config("smoke")) == []  # 784-300-100-10: none of these
     with pytest.raises(CompareError, match="no run folders"):
         compare_runs([])
+    damaged = make_run(tmp_path / "damaged", rounds=2)
+    (damaged / "results.csv").write_text((damaged / "results.csv").read_text()[:-40])
+    assert finished_runs(tmp_path, make_config("smoke", fc1_width=40, fc2_width=20)) == []  # damaged: not finished

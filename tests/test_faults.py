@@ -269,6 +269,30 @@ def test_a_tensor_file_holding_the_wrong_tensors_is_named(name, copy):
     read_back(copy)  # restored: readable again
 
 
+TABLE_DAMAGE = {  # the row count progress.json recorded is kept: only the content says the table is damaged
+    "a renamed column": lambda text: text.replace("condition", "kondition", 1),
+    "a word among numbers": lambda text: text.replace("\n1,", "\nabc,", 1),
+    "a condition of no run": lambda text: text.replace(",ticket,", ",tikcet,", 1),
+    "a column too many": lambda text: "\n".join(line + ",0" if line else line for line in text.split("\n")),
+}
+
+
+@pytest.mark.parametrize("name", ["results.csv", "curves.csv"])
+@pytest.mark.parametrize("spoil", TABLE_DAMAGE.values(), ids=TABLE_DAMAGE.keys())
+def test_a_table_with_the_right_row_count_but_wrong_columns_or_values_is_named(name, spoil, copy):
+    file = copy / name
+    file.write_text(spoil(file.read_text()))
+    before = snapshot(copy)
+    with pytest.raises(DamagedFileError, match=f"^{file} cannot be read"):
+        read_back(copy)
+    assert snapshot(copy) == before
+
+
+def test_the_tables_columns_are_the_ones_the_experiment_writes(copy):
+    for name, table in (("results.csv", RunFolder(copy).results()), ("curves.csv", RunFolder(copy).curves())):
+        assert tuple(table.columns) == runs.TABLE_COLUMNS[name]
+
+
 def test_a_damaged_file_is_one_line_and_exit_1_on_the_command_line_and_the_folder_stays(command, copy):
     for name in ("config.json", "init.pt", "progress.json"):
         whole = (copy / name).read_bytes()
@@ -462,6 +486,11 @@ def test_a_value_of_the_wrong_type_is_refused_in_python_as_on_the_command_line(f
         make_config("smoke", **{field: value})
 
 
+def test_an_integer_for_a_real_number_is_the_same_config_with_the_same_hash():
+    assert tiny_config(learning_rate=1).short_hash() == tiny_config(learning_rate=1.0).short_hash()
+    assert type(tiny_config(learning_rate=1).learning_rate) is float
+
+
 def test_numpy_numbers_are_welcome_and_stored_as_plain_json_with_the_same_hash(tmp_path):
     cfg = tiny_config(trials=np.int64(1), rounds=np.int32(0), iterations=np.int64(20), prune_rate=np.float32(0.25))
     plain = tiny_config(trials=1, rounds=0, iterations=20, prune_rate=float(np.float32(0.25)))
@@ -477,6 +506,12 @@ def test_data_that_do_not_match_the_config_are_refused_before_anything_is_writte
     split = MNISTSplits(*(t.to("meta") if i == 2 else t for i, t in enumerate(vars(data).values())))
     with pytest.raises(ConfigError, match="several devices"):
         run_experiment(CFG, tmp_path / "b", split, progress=False)
+    for i, spoil in enumerate([lambda d: d.train_x.double(), lambda d: d.train_y.float(), lambda d: d.train_y + 10]):
+        spoiled = vars(synthetic_splits())
+        key = "train_x" if i == 0 else "train_y"
+        spoiled[key] = spoil(data)
+        with pytest.raises(ConfigError, match="must be float32 images and train_y int64 labels from 0 to 9"):
+            run_experiment(CFG, tmp_path / f"c{i}", MNISTSplits(**spoiled), progress=False)
     assert not list(tmp_path.iterdir())
 
 
