@@ -22,7 +22,17 @@ import pandas as pd
 import torch
 
 from . import compare
-from .config import DEVICES, PRESETS, Config, ConfigError, check_memory, default_preset, make_config, resolve_device
+from .config import (
+    DEVICES,
+    PRESETS,
+    Config,
+    ConfigError,
+    check_memory,
+    default_preset,
+    make_config,
+    resolve_device,
+    show_value,
+)
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_experiment
 from .inference import first_network, inference_table, save_ticket
@@ -82,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     for field in dataclasses.fields(Config):
         if field.name == "preset":
             continue
-        values = "; ".join(f"{name}: {_show(getattr(make_config(name), field.name))}" for name in PRESETS)
+        values = "; ".join(f"{name}: {show_value(getattr(make_config(name), field.name))}" for name in PRESETS)
         flags = dict.fromkeys((f"--{field.name.replace('_', '-')}", f"--{field.name}"))  # --prune-rate, --prune_rate
         fields.add_argument(
             *flags,
@@ -97,10 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _show(value: Any) -> str:
-    return ",".join(value) or "none" if isinstance(value, tuple) else str(value)
 
 
 def main(argv: list[str] | None = None) -> int:

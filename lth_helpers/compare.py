@@ -21,17 +21,13 @@ from typing import NoReturn
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .config import Config, make_config
+from .config import Config, make_config, show_value
 from .plotting import percent_axis
 from .runs import RunFolder, RunFolderError, WriteError, write_atomic
 
 
 class CompareError(ValueError):
     """Run folders that cannot be compared (not run folders, no finished level, other architectures); one line."""
-
-
-def _shown(value: object) -> str:
-    return ",".join(value) or "none" if isinstance(value, tuple) else str(value)
 
 
 def run_labels(configs: Sequence[Config], names: Sequence[str]) -> list[str]:
@@ -41,12 +37,12 @@ def run_labels(configs: Sequence[Config], names: Sequence[str]) -> list[str]:
     away from its preset. Runs left without a label, or with another's, are labelled by their folder names.
     """
     values = [cfg.to_dict() for cfg in configs]
-    differing = [k for k in values[0] if k != "preset" and len({_shown(v[k]) for v in values}) > 1]
+    differing = [k for k in values[0] if k != "preset" and len({show_value(v[k]) for v in values}) > 1]
     presets_differ = len({cfg.preset for cfg in configs}) > 1
     labels = []
     for cfg, value in zip(configs, values):
         default = make_config(cfg.preset).to_dict() if presets_differ else {}
-        fields = [f"{k}={_shown(getattr(cfg, k))}" for k in differing if default.get(k) != value[k]]
+        fields = [f"{k}={show_value(getattr(cfg, k))}" for k in differing if default.get(k) != value[k]]
         labels.append(", ".join([cfg.preset] * presets_differ + fields))
     return [label if label and labels.count(label) == 1 else name for label, name in zip(labels, names, strict=True)]
 

@@ -23,6 +23,7 @@ import torch
 from .model import INPUT_SIZE, N_CLASSES, layer_shapes
 
 CONTROLS = ("reinit", "random_prune")  # the baselines that can be trained beside the ticket
+CONDITIONS = ("ticket", *CONTROLS)  # what a network of a level is: the ticket, or a control
 INITS = ("glorot_normal", "kaiming_uniform")
 DEVICES = ("auto", "cpu", "cuda")
 MNIST_TRAIN_IMAGES = 60_000  # validation images are held out of these
@@ -116,6 +117,11 @@ def make_config(preset: str = "paper", **overrides: Any) -> Config:
     return replace(Config(), preset=preset, **{**PRESETS[preset], **overrides})
 
 
+def show_value(value: Any) -> str:
+    """A config value as the command line writes it: a tuple of names comma-separated ("none" when empty)."""
+    return ",".join(value) or "none" if isinstance(value, tuple) else str(value)
+
+
 def _normalized(name: str, kind: str, value: Any) -> Any:
     """`value` as the field's own type, so that config.json stays plain JSON and the hash stays the same: numpy and
     other integers as int, every real number of a float field (ints included) as float, a list of names as a tuple.
@@ -132,7 +138,7 @@ def _normalized(name: str, kind: str, value: Any) -> Any:
         if not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{name} must be a tuple of names (strings), got {value!r}")
         return value
-    expected = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}[kind]
+    expected = {"int": (int,), "float": (float,), "bool": (bool,), "str": (str,)}[kind]
     if not isinstance(value, expected) or (kind != "bool" and isinstance(value, bool)):
         what = {"int": "an integer", "float": "a real number", "bool": "True or False", "str": "a string"}[kind]
         raise ConfigError(f"{name} must be {what}, got {value!r}")

@@ -29,8 +29,6 @@ from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_m
 from .runs import RunFolder
 from .training import DIVERGED, DivergenceError, TrainResult, train_networks
 
-CONDITIONS = ("ticket", "reinit", "random_prune")
-
 
 class ExperimentError(RuntimeError):
     """Training diverged; the levels finished before are kept."""

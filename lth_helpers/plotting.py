@@ -215,8 +215,7 @@ def plot_initial_weights(run_dir: Path, level: int | None = None) -> Figure:
     """
     run = RunFolder(Path(run_dir))
     if level is None:
-        ticket = run.results().query("condition == 'ticket' and trial == 0").set_index("level")
-        level = int((ticket.percent_remaining - 7.0).abs().idxmin())
+        (level,) = curve_levels(run.results(), (7.0,))
     masks, theta_0 = run.load_masks(level)["ticket"], run.load("init.pt")
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     for i, name in enumerate(LAYERS):

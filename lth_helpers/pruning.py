@@ -46,14 +46,21 @@ def _mask(layer: torch.nn.Module) -> torch.Tensor:
     return layer.weight_mask if hasattr(layer, "weight_mask") else torch.ones_like(layer.weight)
 
 
+def pruned_weight(layer: torch.nn.Module) -> torch.Tensor:
+    """The weight a layer computes with: what prune's forward pre-hook makes of weight_orig and weight_mask, or
+    `weight` itself when the layer is not pruned. Fresh, unlike `layer.weight`, which is stale after an optimizer
+    step until the next forward."""
+    if hasattr(layer, "weight_mask"):
+        return layer.weight_mask.to(dtype=layer.weight_orig.dtype) * layer.weight_orig  # prune's very product
+    return layer.weight
+
+
 def current_params(model: StackedMLP) -> Params:
-    """The weights the network computes with (weight_orig x mask, or weight if unpruned) and biases, detached copies."""
+    """The weights the network computes with (`pruned_weight`) and biases, detached copies."""
     params = {}
     for name in LAYERS:
         layer = getattr(model, name)
-        pruned = hasattr(layer, "weight_mask")
-        weight = layer.weight_orig * layer.weight_mask if pruned else layer.weight
-        params[f"{name}.weight"] = weight.detach().clone()
+        params[f"{name}.weight"] = pruned_weight(layer).detach().clone()
         params[f"{name}.bias"] = layer.bias.detach().clone()
     return params
 
@@ -65,7 +72,7 @@ def rewind_(model: StackedMLP, params: Params) -> StackedMLP:
             layer = getattr(model, name)
             layer.weight_orig.copy_(params[f"{name}.weight"] * layer.weight_mask)
             layer.bias.copy_(params[f"{name}.bias"])
-            layer.weight = layer.weight_orig * layer.weight_mask  # what the pre-hook computes
+            layer.weight = pruned_weight(layer)  # what the pre-hook computes
     return model
 
 

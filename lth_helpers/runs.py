@@ -30,7 +30,7 @@ from typing import IO, TypeVar
 import pandas as pd
 import torch
 
-from .config import CONTROLS, Config
+from .config import CONDITIONS, Config
 from .model import LAYERS, layer_shapes
 from .pruning import Masks
 from .training import METRICS
@@ -159,7 +159,7 @@ class RunFolder:
         path.mkdir(parents=True, exist_ok=True)
         run._hold()
         try:
-            cls.check(path, cfg, overwrite)  # again, now held: a run that held it may have left its config
+            saved = cls.check(path, cfg, overwrite)  # again, now held: a run that held it may have left its config
             if overwrite:
                 run.clear()
             elif not (path / MANIFEST).exists():  # a folder of a version without manifests: list its files now
@@ -167,7 +167,7 @@ class RunFolder:
                     run.record(path / name)
             for name in SUBFOLDERS:
                 (path / name).mkdir(exist_ok=True)
-            if overwrite or run.saved_config() is None:
+            if saved is None:  # a new folder, or one overwritten (check returns None then)
                 run.write("config.json", lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n"))
         except BaseException:
             run.release()
@@ -418,9 +418,8 @@ def _check_table(name: str, table: pd.DataFrame) -> None:
     """Raise ValueError unless `table` has the columns this tool writes into `name`, numbers where numbers belong."""
     if tuple(table.columns) != TABLE_COLUMNS[name]:
         raise ValueError(f"its columns are not those of a run's {name}: {', '.join(map(str, table.columns))}")
-    conditions = ("ticket", *CONTROLS)
-    if not set(table["condition"]) <= set(conditions):
-        raise ValueError(f"its condition column holds other things than {', '.join(conditions)}")
+    if not set(table["condition"]) <= set(CONDITIONS):
+        raise ValueError(f"its condition column holds other things than {', '.join(CONDITIONS)}")
     for column in ("level", "trial", "iteration", "weights_remaining", "early_stop_iteration"):
         if column in table and not pd.api.types.is_integer_dtype(table[column]):
             raise ValueError(f"its {column} column holds other things than whole numbers")

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from .data import BatchSampler, MNISTSplits, get_batch
 from .fast_step import FastStep
 from .model import LAYERS, Params, StackedMLP, stacked_linear
-from .pruning import current_params
+from .pruning import current_params, pruned_weight
 
 METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
 
@@ -180,7 +179,7 @@ class Evaluator:
     def __call__(self, model: StackedMLP) -> tuple[torch.Tensor, torch.Tensor]:
         """(losses, accuracies) of every network on every split, each (splits, n); accuracies in %."""
         n, device = model.n_networks, self.x.device
-        weights = [_weight_as_pruned(getattr(model, name)) for name in LAYERS]
+        weights = [pruned_weight(getattr(model, name)) for name in LAYERS]
         biases = [getattr(model, name).bias for name in LAYERS]
         loss_sum = torch.zeros(len(self.bounds), n, dtype=torch.float64, device=device)
         correct = torch.zeros(len(self.bounds), n, dtype=torch.int64, device=device)
@@ -204,13 +203,6 @@ class Evaluator:
         """METRICS name -> (n,), for an evaluator made by `validation_and_test`."""
         (val_loss, test_loss), (val_acc, test_acc) = self(model)
         return dict(val_loss=val_loss, val_accuracy=val_acc, test_loss=test_loss, test_accuracy=test_acc)
-
-
-def _weight_as_pruned(layer: nn.Module) -> torch.Tensor:
-    """The weight a layer's forward uses: what prune's forward pre-hook computes from weight_orig and weight_mask."""
-    if hasattr(layer, "weight_mask"):
-        return layer.weight_mask.to(dtype=layer.weight_orig.dtype) * layer.weight_orig  # prune's very product
-    return layer.weight
 
 
 def _logits(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
