@@ -120,16 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         for f in dataclasses.fields(Config)
         if f.name != "preset" and getattr(args, f.name) is not None
     }
+    for flag, value in (("--out", args.out), ("--data-dir", args.data_dir)):
+        if value == "":  # not the default: a variable that expanded to nothing, most likely
+            parser.error(f"{flag} is empty; give a folder, or leave {flag} out for its default")
     try:
         device = resolve_device(args.device)
-        cfg = make_config(args.preset or default_preset(device), **overrides)
+        cfg = make_config(default_preset(device) if args.preset is None else args.preset, **overrides)
         check_memory(cfg, device)
         out = Path(args.out or Path("runs") / cfg.run_name())
         RunFolder.check(out, cfg, args.overwrite)
-    except DamagedFileError as error:  # not bad input: a file to restore or to overwrite
+    except (DamagedFileError, OSError) as error:  # not bad input: a file to restore, a permission to fix
         return _fail(parser, error)
     except (ConfigError, RunFolderError) as error:
         parser.error(str(error))
+    finished = False  # every file written: a Ctrl-C after that cuts short only the last lines printed
     try:
         data = load_mnist(data_dir(args.data_dir), cfg.val_size, device)
         controls = ", ".join(cfg.controls) if cfg.rounds else ""  # controls train only at pruned levels
@@ -140,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         with RunFolder.open(out, cfg, args.overwrite):  # held from the first read to the last file written
             results = run_experiment(cfg, out, data, overwrite=args.overwrite, progress=not args.no_progress)
             report_run(out, results, data.test_x, cfg.rounds)
+        finished = True
+        print(f"results.csv, curves.csv, inference.csv, figures, masks and tickets are in {out}")
     except (DataError, ExperimentError, RunFolderError, OSError) as error:  # OSError: unwritable folder
         return _fail(parser, error)
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises a RuntimeError
@@ -147,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(parser, f"out of memory ({_one_line(error)}); finished levels are kept in {out}")
     except KeyboardInterrupt:
+        if finished:
+            return 0
         print(f"\ninterrupted: finished levels are kept in {out}; the same command resumes", file=sys.stderr)
         return 130
-    print(f"results.csv, curves.csv, inference.csv, figures, masks and tickets are in {out}")
     return 0
 
 
@@ -159,6 +166,8 @@ def _fail(parser: argparse.ArgumentParser, error: Exception | str) -> int:
 
 
 def _one_line(error: Exception | str) -> str:
+    if isinstance(error, OSError) and error.filename is not None:  # the path, what went wrong, what to do
+        return f"cannot use {error.filename}: {error.strerror or error}; fix its permissions, or choose another path"
     return " ".join(str(error).split())
 
 

@@ -6,13 +6,16 @@
     python -m lth_helpers compare runs/seed-1a2b3c4d runs/seed-5e6f7a8b --out comparison.png
 
 Each run is labelled by what differs in its config from the others' (for example `global_pruning=True` or
-`rewind_iteration=500`; by its preset first when the presets differ). Only runs of one architecture (fc1 and
-fc2 widths) are compared: their percentages of weights remaining count the same weights.
+`rewind_iteration=500`; by its preset first when the presets differ, then by what differs from the runs of that
+preset). Labels come from the saved configs alone: a preset name this version does not know is just a name. Only runs
+of one architecture (fc1 and fc2 widths) are compared: their percentages of weights remaining count the same weights.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,9 +24,11 @@ from typing import NoReturn
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .config import Config, make_config, show_value
+from .config import Config, show_value
 from .plotting import percent_axis
 from .runs import RunFolder, RunFolderError, WriteError, write_atomic
+
+LEGEND_CHARACTERS = 150  # characters of legend text a row of the figure's width holds
 
 
 class CompareError(ValueError):
@@ -33,17 +38,17 @@ class CompareError(ValueError):
 def run_labels(configs: Sequence[Config], names: Sequence[str]) -> list[str]:
     """A short label per run: the config fields whose values differ between the runs, as `field=value`.
 
-    When the presets differ, a label starts with its preset and lists only the differing fields that the run sets
-    away from its preset. Runs left without a label, or with another's, are labelled by their folder names.
+    When the presets differ, a label starts with its preset and lists the fields whose values differ between the
+    runs of that preset. Runs left without a label, or with another's, are labelled by their folder names.
     """
-    values = [cfg.to_dict() for cfg in configs]
-    differing = [k for k in values[0] if k != "preset" and len({show_value(v[k]) for v in values}) > 1]
+    names_of = [f.name for f in dataclasses.fields(Config) if f.name != "preset"]
     presets_differ = len({cfg.preset for cfg in configs}) > 1
     labels = []
-    for cfg, value in zip(configs, values):
-        default = make_config(cfg.preset).to_dict() if presets_differ else {}
-        fields = [f"{k}={show_value(getattr(cfg, k))}" for k in differing if default.get(k) != value[k]]
-        labels.append(", ".join([cfg.preset] * presets_differ + fields))
+    for cfg in configs:
+        peers = [other for other in configs if other.preset == cfg.preset] if presets_differ else configs
+        differing = [k for k in names_of if len({show_value(getattr(other, k)) for other in peers}) > 1]
+        words = [cfg.preset] if presets_differ and cfg.preset else []
+        labels.append(", ".join(words + [f"{k}={show_value(getattr(cfg, k))}" for k in differing]))
     return [label if label and labels.count(label) == 1 else name for label, name in zip(labels, names, strict=True)]
 
 
@@ -103,7 +108,11 @@ def plot_comparison(table: pd.DataFrame) -> Figure:
     """The ticket of every run in `table` (from compare_runs): accuracy at early stopping and early-stopping
     iteration against percent of weights remaining (log scale, dense on the left), mean ± std over trials."""
     table = table[table.percent_remaining > 0]  # a level pruned to nothing has no place on a log axis
-    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    labels = list(table.run.unique())
+    # The legend goes below both panels, in as many columns as its longest label lets fit across the figure, and the
+    # figure grows by its rows: twenty-five runs fit as well as two.
+    columns = max(1, min(len(labels), LEGEND_CHARACTERS // (max(map(len, labels), default=1) + 6)))
+    fig = Figure(figsize=(12, 4.5 + 0.25 * (math.ceil(len(labels) / columns) + 1)), layout="constrained")
     panels = (
         ("accuracy", "test accuracy at early stopping (%)", "Accuracy against sparsity"),
         ("stop_iteration", "early-stopping iteration", "Iteration of minimum validation loss"),
@@ -124,7 +133,8 @@ def plot_comparison(table: pd.DataFrame) -> Figure:
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
-    fig.axes[0].legend(title="winning ticket of")
+    handles, _ = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="winning ticket of", loc="outside lower center", ncols=columns)
     trials = table.trials.max()
     fig.suptitle("Runs compared" + (f" (mean ± std over up to {trials} trials)" if trials > 1 else ""))
     return fig
@@ -139,8 +149,8 @@ def finished_runs(runs_dir: Path | str, like: Config) -> list[Path]:
             done = cfg is not None and RunFolder(path).levels_done == cfg.rounds + 1
             if done:
                 RunFolder(path).results()  # readable to the last row: what compare_runs reads
-        except RunFolderError:
-            continue  # a damaged folder is not a finished run
+        except (RunFolderError, OSError):
+            continue  # a damaged folder, or one this user cannot read, is not a finished run
         if done and (cfg.fc1_width, cfg.fc2_width) == (like.fc1_width, like.fc2_width):
             found.append(path)
     return found
@@ -164,14 +174,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("compare needs at least two run folders")
     if out.suffix.lstrip(".").lower() not in formats:
         parser.error(f"--out {out} needs a figure extension such as .png ({', '.join(sorted(formats))})")
-    if not out.parent.is_dir():
-        parser.error(f"--out {out}: the folder {out.parent} does not exist")
     try:
+        if not out.parent.is_dir():
+            parser.error(f"--out {out}: the folder {out.parent} does not exist")
         table = compare_runs(args.runs)
     except CompareError as error:
         parser.error(str(error))
     except RunFolderError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a folder this user may not read
+        print(
+            f"{parser.prog}: error: cannot read {error.filename}: {error.strerror or error}; "
+            f"give yourself read access to it, or leave that run out",
+            file=sys.stderr,
+        )
         return 1
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table.drop(columns="folder").round(2).to_string(index=False))

@@ -27,6 +27,9 @@ CONDITIONS = ("ticket", *CONTROLS)  # what a network of a level is: the ticket, 
 INITS = ("glorot_normal", "kaiming_uniform")
 DEVICES = ("auto", "cpu", "cuda")
 MNIST_TRAIN_IMAGES = 60_000  # validation images are held out of these
+# The most Adam steps a network may take over a run, (rounds + 1) x iterations: about 100 times the paper's
+# 21 x 50,000. A budget beyond it (an exponent typed by mistake) would train for years; refused before anything starts.
+MAX_STEPS = 100_000_000
 
 
 class ConfigError(ValueError):
@@ -70,6 +73,10 @@ class Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
+        """The config `to_dict` gave: every field, each checked; a missing one is an error, not its default."""
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
+        if missing:
+            raise ConfigError(f"it lacks the field{'s' * (len(missing) > 1)} {', '.join(missing)}")
         return replace(cls(), **values)
 
     def short_hash(self) -> str:
@@ -130,7 +137,10 @@ def _normalized(name: str, kind: str, value: Any) -> Any:
     if kind == "int" and isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return int(value)
     if kind == "float" and isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)  # 1 and 1.0 are one learning rate: one hash, one run folder
+        try:
+            return float(value)  # 1 and 1.0 are one learning rate: one hash, one run folder
+        except OverflowError:  # an integer such as 10**400
+            raise ConfigError(f"{name} must be a finite real number, got a number too large for a float") from None
     if kind == "tuple[str, ...]":
         if isinstance(value, str) or not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a tuple of names, such as ('reinit',), got {value!r}")
@@ -155,6 +165,12 @@ def validate(cfg: Config) -> None:
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+    steps = (cfg.rounds + 1) * cfg.iterations
+    if steps > MAX_STEPS:
+        raise ConfigError(
+            f"(rounds + 1) x iterations is {steps:,} training steps a network, more than the {MAX_STEPS:,} a run may "
+            f"take (the paper's: 21 x 50,000); lower iterations or rounds"
+        )
     for name in ("prune_rate", "prune_rate_output"):
         value = getattr(cfg, name)
         if not isinstance(value, (int, float)) or not 0 < value < 1:

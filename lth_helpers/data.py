@@ -11,6 +11,8 @@ batches are consecutive slices of its own permutation of the training set, redra
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +65,15 @@ def _read_split(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _fetch_if_absent(root: Path, raw: Path) -> None:
-    """Download the four files when none is there; name the missing ones when only some are."""
-    present = [name for name in MNIST_FILES if (raw / name).is_file()]
+    """Download the four files when none is there; name the missing ones when only some are. A failed download
+    leaves the data folder as it was: the files are fetched into a temporary folder and moved in once all are there."""
+    kinds = {name: _kind(raw / name) for name in MNIST_FILES}
+    folders = [name for name, kind in kinds.items() if kind == "folder"]
+    if folders:
+        raise DataError(
+            f"{raw / folders[0]} is a folder, not the MNIST file of that name; put the official file there instead"
+        )
+    present = [name for name, kind in kinds.items() if kind == "file"]
     missing = [name for name in MNIST_FILES if name not in present]
     if not missing:
         return
@@ -73,13 +82,29 @@ def _fetch_if_absent(root: Path, raw: Path) -> None:
             f"MNIST in {raw} is incomplete: {', '.join(missing)} missing ({', '.join(present)} there). "
             f"Put the missing official files there, or delete the others to download all four again."
         )
+    with tempfile.TemporaryDirectory(prefix="mnist-") as fetched:
+        try:
+            MNIST(root=fetched, train=True, download=True)
+            raw.mkdir(parents=True, exist_ok=True)
+            for name in MNIST_FILES:  # each whole or absent: moved beside its place, then renamed into it
+                shutil.move(Path(fetched) / "MNIST" / "raw" / name, raw / f"{name}.part")
+                os.replace(raw / f"{name}.part", raw / name)
+        except Exception as error:  # no network, a proxy, a read-only folder: each gets its message
+            reason = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(":")  # torchvision's span lines
+            raise DataError(
+                f"MNIST is not in {raw} and could not be downloaded ({reason}). Put {OFFICIAL} in {raw}, "
+                f"or point --data-dir / $LTH_DATA_DIR at the folder that holds MNIST/raw."
+            ) from None
+
+
+def _kind(path: Path) -> str | None:
+    """ "file", "folder", or None where nothing is; a folder that cannot be entered is a DataError naming it."""
     try:
-        MNIST(root=str(root), train=True, download=True)
-    except Exception as error:  # no network, a proxy, a read-only folder: each gets its message
-        reason = " ".join(f"{type(error).__name__}: {error}".split()).rstrip(":")  # torchvision's span several lines
+        return "folder" if path.is_dir() else "file" if path.exists() else None
+    except OSError as error:
         raise DataError(
-            f"MNIST is not in {raw} and could not be downloaded ({reason}). Put {OFFICIAL} in {raw}, "
-            f"or point --data-dir / $LTH_DATA_DIR at the folder that holds MNIST/raw."
+            f"MNIST in {path.parent} cannot be read ({error.strerror or error}); give yourself read access to "
+            f"{error.filename or path.parent}, or point --data-dir / $LTH_DATA_DIR at another copy."
         ) from None
 
 

@@ -53,7 +53,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, tmp_path, caps
 def test_a_folder_of_another_config_exits_2_and_is_left_alone(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "config.json").write_text(json.dumps({"rounds": 7}))
+    (out / "config.json").write_text(json.dumps(make_config("smoke", rounds=7).to_dict()))
     with pytest.raises(SystemExit) as exit_:
         main(["--preset", "smoke", "--out", str(out)])
     assert exit_.value.code == 2 and "--overwrite" in capsys.readouterr().err

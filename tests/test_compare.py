@@ -26,8 +26,10 @@ def test_each_run_is_labelled_by_the_fields_that_differ():
         "rewind_iteration=0",
         "rewind_iteration=500",
     ]
-    assert run_labels([seed, make_config("smoke", trials=3)], ["a", "b"]) == [
+    assert run_labels([seed, make_config("smoke", trials=3)], ["a", "b"]) == ["seed", "smoke"]
+    assert run_labels([seed, smoke, make_config("smoke", trials=3)], ["a", "b", "c"]) == [
         "seed",
+        "smoke, trials=1",
         "smoke, trials=3",
     ]
     assert run_labels([smoke, smoke], ["first", "second"]) == ["first", "second"]  # nothing differs: folder names
@@ -47,7 +49,7 @@ def test_the_table_holds_each_runs_ticket_mean_and_std_and_the_figure_draws_ever
     fig = plot_comparison(table)
     for ax in fig.axes:
         assert len(ax.containers) == 2  # one errorbar line per run
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == list(table.run.unique())
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == list(table.run.unique())
 
 
 def test_the_command_writes_the_figure_and_prints_the_table(runs, tmp_path, capsys):
