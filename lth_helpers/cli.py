@@ -34,9 +34,9 @@ from .config import (
     show_value,
 )
 from .data import DataError, data_dir, load_mnist
-from .experiment import ExperimentError, run_experiment
-from .inference import first_network, inference_table, save_ticket
-from .plotting import INFERENCE_FIGURE, plot_inference, save_figures
+from .experiment import ExperimentError, run_levels
+from .inference import first_network, inference_table, smallest_form
+from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
 from .report import (
     accuracy_at_init_conclusions,
     conclusions,
@@ -45,7 +45,7 @@ from .report import (
     paper_comparison,
     summary_table,
 )
-from .runs import DamagedFileError, RunFolder, RunFolderError, write_atomic
+from .runs import INFERENCE_TABLE, INIT, DamagedFileError, RunFolder, RunFolderError, exported_ticket_file
 
 
 class _Parser(argparse.ArgumentParser):
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = make_config(args.preset or default_preset(device), **overrides)
         check_memory(cfg, device)
         out = Path(args.out or Path("runs") / cfg.run_name())
-        RunFolder.check(out, cfg, args.overwrite)
+        RunFolder.check(out, cfg, args.overwrite)  # before the data are loaded: a folder refused is bad input
     except DamagedFileError as error:  # not bad input: a file to restore or to overwrite
         return _fail(parser, error)
     except (ConfigError, RunFolderError) as error:
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{cfg.run_name()}: {_count(cfg.rounds + 1, 'level')} x {_count(cfg.trials, 'trial')}, "
             f"ticket + {controls or 'no controls'}, on {device}; run folder {out}"
         )
-        with RunFolder.open(out, cfg, args.overwrite):  # held from the first read to the last file written
-            results = run_experiment(cfg, out, data, overwrite=args.overwrite, progress=not args.no_progress)
-            report_run(out, results, data.test_x, cfg.rounds)
+        with RunFolder.open(out, cfg, args.overwrite) as run:  # held from the first read to the last file written
+            results = run_levels(cfg, run, data, progress=not args.no_progress)
+            report_run(run, results, data.test_x, cfg.rounds)
     except (DataError, ExperimentError, RunFolderError, OSError) as error:  # OSError: unwritable folder
         return _fail(parser, error)
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises a RuntimeError
@@ -162,36 +162,34 @@ def _one_line(error: Exception | str) -> str:
     return " ".join(str(error).split())
 
 
-def report_run(out: Path, results: pd.DataFrame, test_x: torch.Tensor, last_level: int) -> None:
-    """Print the run's tables and conclusions; write its figures, inference table and exported ticket."""
-    curves = RunFolder(out).curves()
-    save_figures(results, curves, out)
+def report_run(run: RunFolder, results: pd.DataFrame, test_x: torch.Tensor, last_level: int) -> None:
+    """Print the run's tables and conclusions; write its figures, inference table and exported ticket into the open
+    run folder `run`."""
+    curves = run.curves()
+    run.save_figures(run_figures(results, curves, run.load(INIT), run.ticket_masks()))
     print(summary_table(results).to_string())
     print("\n".join(conclusions(results) + accuracy_at_init_conclusions(curves, results)))
     comparison = paper_comparison(results)
     if len(comparison):
         print("\nThe paper's statements about LeNet-300-100, and this run:")
         print(comparison.to_string(index=False))
-    report_inference(out, test_x, last_level)
+    report_inference(run, test_x, last_level)
 
 
-def report_inference(out: Path, test_x: torch.Tensor, last_level: int) -> None:
+def report_inference(run: RunFolder, test_x: torch.Tensor, last_level: int) -> None:
     """Time every level's ticket in each inference form; export the sparsest ticket in its smallest form."""
     print("\nWhat does the ticket buy? Inference on the CPU, trial 0's ticket at every level:")
-    table = inference_table(out, test_x)
-    write_atomic(out / "inference.csv", lambda tmp: table.to_csv(tmp, index=False))
-    figure = plot_inference(table)
-    write_atomic(out / INFERENCE_FIGURE, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    tickets, masks = run.trained_tickets(), run.ticket_masks()
+    table = inference_table(tickets, masks, test_x)
+    run.save_table(INFERENCE_TABLE, table)
+    run.save_figures({INFERENCE_FIGURE: plot_inference(table)})
     print(inference_summary(table).to_string())
     print("\n".join(inference_conclusions(table)))
-    run = RunFolder(out)
-    ticket = out / f"ticket_level_{last_level:02d}.pt"
-    form = save_ticket(
-        ticket,
-        first_network(run.load(f"tickets/level_{last_level:02d}.pt")),
-        first_network(run.load_masks(last_level)["ticket"]),
-    )
+    exported = smallest_form(first_network(tickets[last_level]), first_network(masks[last_level]))
+    name = exported_ticket_file(last_level)
+    run.save(name, exported)
+    file = run.path / name
     print(
-        f"exported the level-{last_level} ticket as {form}: {ticket} ({ticket.stat().st_size / 1024:,.0f} KB); "
+        f"exported the level-{last_level} ticket as {exported['form']}: {file} ({file.stat().st_size / 1024:,.0f} KB); "
         f"load it with lth_helpers.inference.load_ticket"
     )

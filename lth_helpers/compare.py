@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .config import Config, make_config, show_value
-from .plotting import percent_axis
+from .plotting import on_log_axis, percent_axis
 from .runs import RunFolder, RunFolderError, WriteError, write_atomic
 
 
@@ -102,7 +102,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> pd.DataFrame:
 def plot_comparison(table: pd.DataFrame) -> Figure:
     """The ticket of every run in `table` (from compare_runs): accuracy at early stopping and early-stopping
     iteration against percent of weights remaining (log scale, dense on the left), mean ± std over trials."""
-    table = table[table.percent_remaining > 0]  # a level pruned to nothing has no place on a log axis
+    table = on_log_axis(table)
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     panels = (
         ("accuracy", "test accuracy at early stopping (%)", "Accuracy against sparsity"),

@@ -53,5 +53,6 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert "mask entries that differ" in html
     assert "Only one finished run" in printed  # the comparison of runs, with one run in RUNS_DIR
     (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
+    listed = json.loads((run_dir / "manifest.json").read_text())["files"]  # what --overwrite clears
     for name in ("results.csv", "curves.csv", "inference.csv", *FIGURES, *TICKET_FIGURES):
-        assert (run_dir / name).exists(), name
+        assert (run_dir / name).exists() and name in listed, name
