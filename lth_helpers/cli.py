@@ -1,13 +1,27 @@
-"""Command line: run (or resume) a lottery-ticket experiment and write its tables and figures.
+"""Command line: run (or resume) a lottery-ticket experiment and write its tables and figures; compare runs.
 
-    python -m lth_helpers --preset seed --out runs/seed
-    python -m lth_helpers --preset paper --trials 2 --controls reinit,random_prune
+    python -m lth_helpers --preset seed --out runs/seed       # the subcommand `run`, named or not
+    python -m lth_helpers run --preset paper --trials 2 --controls reinit,random_prune
+    python -m lth_helpers compare runs/A runs/B --out comparison.png
     python -m lth_helpers --help          # every config field, with each preset's value
 
 Exit status 2 for bad input, a model too big for the device's memory, or a run folder that holds another run
 (nothing is written); 1 when the data is missing or damaged, training diverges, memory runs out, or a file of the
 run folder cannot be written or read back (finished levels are kept, the folder is left as it was); 130 when
 interrupted, at any moment (the same command resumes). Every error is one line that names what to do.
+
+Subcommands. Each lives in the module that does its work, as two functions of one shape (`compare.py` has one):
+
+    def add_command(subcommands: argparse._SubParsersAction) -> None:
+        parser = subcommands.add_parser("NAME", help="one line for --help", description="what it does")
+        parser.add_argument(...)
+        parser.set_defaults(run=NAME_command)
+
+    def NAME_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        ...  # the exit status; parser.error(message) refuses bad input in one line, with exit status 2
+
+and `add_command` joins COMMANDS below. `subcommands.add_parser` makes the parser a `Parser`, this module's parser
+class, whose errors are one line. A command line whose first word names no subcommand is the subcommand `run`.
 """
 
 from __future__ import annotations
@@ -47,9 +61,16 @@ from .report import (
 )
 from .runs import INFERENCE_TABLE, INIT, DamagedFileError, RunFolder, RunFolderError, exported_ticket_file
 
+PROG = "python -m lth_helpers"
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with errors on one line (exit status 2) instead of a usage block; every parser of the command
+    line is one. The top-level parser keeps its subcommands' parsers by name in `commands`."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -70,11 +91,39 @@ def _parser_for(field: dataclasses.Field) -> Any:
     return kind or _parse_names  # tuple[str, ...]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m lth_helpers",
-        description=__doc__.split("\n\n")[0],
-        epilog="Compare finished runs: python -m lth_helpers compare DIR DIR ... --out FILE.png",
+def build_parser() -> Parser:
+    """The command line: one subcommand for each function of COMMANDS."""
+    parser = Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    subcommands = parser.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+    for add_command in COMMANDS:
+        add_command(subcommands)
+    parser.commands = subcommands.choices
+    others = [
+        sub.format_usage().removeprefix("usage: ").strip() for name, sub in parser.commands.items() if name != "run"
+    ]
+    parser.commands["run"].epilog = "Other subcommands, each with its own --help: " + "; ".join(others)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv or argv[0] not in parser.commands:
+        argv = ["run", *argv]  # `python -m lth_helpers --preset seed`: the subcommand run
+    args = parser.parse_args(argv)
+    return args.run(args, parser.commands[args.subcommand])
+
+
+# ---------------------------------------------------------------------------------------------
+# run
+
+
+def add_run_command(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "run",
+        prog=PROG,  # its usage and errors read as the bare command, which means run
+        help="run (or resume) an experiment; the subcommand when none is named",
+        description="Run (or resume) a lottery-ticket experiment and write its tables and figures.",
     )
     parser.add_argument(
         "--preset",
@@ -102,19 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="VALUE",
             help=f"{field.metadata['help']} [{values}]",
         )
-    return parser
+    parser.set_defaults(run=run_command)
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["compare"]:  # the subcommand `compare DIR DIR ... --out FILE.png`, in compare.py
-        return compare.main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     overrides = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(Config)
@@ -193,3 +237,6 @@ def report_inference(run: RunFolder, test_x: torch.Tensor, last_level: int) -> N
         f"exported the level-{last_level} ticket as {exported['form']}: {file} ({file.stat().st_size / 1024:,.0f} KB); "
         f"load it with lth_helpers.inference.load_ticket"
     )
+
+
+COMMANDS = (add_run_command, compare.add_command)  # each adds a subcommand: see the module's docstring

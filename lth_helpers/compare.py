@@ -16,7 +16,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -146,18 +145,21 @@ def finished_runs(runs_dir: Path | str, like: Config) -> list[Path]:
     return found
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m lth_helpers compare DIR DIR ... --out FILE.png`: exit 2 for bad input, 1 for a damaged run folder
-    or a figure that cannot be written; nothing is written unless every folder could be read."""
-    parser = _Parser(prog="python -m lth_helpers compare", description=__doc__.split("\n\n")[0])
+def add_command(subcommands: argparse._SubParsersAction) -> None:
+    """`python -m lth_helpers compare DIR DIR ... --out FILE.png`."""
+    parser = subcommands.add_parser(
+        "compare",
+        help="several finished runs side by side, in a table and a figure",
+        description=__doc__.split("\n\n")[0],
+    )
     parser.add_argument("runs", nargs="+", metavar="DIR", help="run folders to compare (two or more)")
     parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the figure")
-    args = parser.parse_args(argv)
+    parser.set_defaults(run=compare_command)
+
+
+def compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Exit 2 for bad input, 1 for a damaged run folder or a figure that cannot be written; nothing is written unless
+    every folder could be read."""
     out = Path(args.out)
     formats = Figure().canvas.get_supported_filetypes()
     if len(args.runs) < 2:
