@@ -127,8 +127,7 @@ def add_run_command(subcommands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--preset",
-        help=f"starting point: {', '.join(PRESETS)} (default: paper on a GPU, where it takes minutes; seed on a CPU, "
-        "where paper takes hours and seed about a minute)",
+        help=f"starting point: {', '.join(PRESETS)} (default: paper on a GPU, seed (sized for a CPU) on a CPU)",
     )
     parser.add_argument("--out", help="run folder (default: runs/PRESET-HASH, a hash of the config)")
     parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")

@@ -42,15 +42,6 @@ def nearest_level(percent: pd.Series, target: float, within: float | None = None
     return level if within is None or gaps[level] <= within else None
 
 
-def sparsity_table(masks: dict) -> pd.DataFrame:
-    """Surviving weights per layer of the first network in `masks` (layer name -> (n, out, in))."""
-    rows = {name: {"weights": m[0].numel(), "remaining": int(m[0].sum())} for name, m in masks.items()}
-    table = pd.DataFrame(rows).T
-    table.loc["total"] = table.sum()
-    table["% remaining"] = (100 * table.remaining / table.weights).round(2)
-    return table
-
-
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per level: the ticket's sparsity, loss and accuracies, the controls' accuracies, time.
 
