@@ -16,7 +16,7 @@ from .config import Config, ConfigError, default_preset, make_config, resolve_de
 from .data import data_dir, load_mnist
 from .experiment import run_experiment
 from .fast_step import FastStep
-from .inference import inference_table, load_ticket, save_ticket
+from .inference import inference_table, load_ticket, smallest_form
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
 from .plotting import (
     plot_accuracy_at_init,
@@ -27,20 +27,19 @@ from .plotting import (
     plot_initial_weights,
     plot_input_pixels,
     plot_layer_sparsity,
-    save_figures,
+    run_figures,
 )
-from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_, rewind_check
+from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_
 from .report import (
     accuracy_at_init_conclusions,
     conclusions,
     inference_conclusions,
     inference_summary,
     paper_comparison,
-    sparsity_table,
     summary_table,
 )
 from .runs import RunFolder
-from .training import evaluate_all, reference_step, train_networks
+from .training import ReferenceStep, reference_step, train_networks
 
 __all__ = [
     "CompareError",
@@ -57,17 +56,17 @@ __all__ = [
     "inference_table",
     "load_ticket",
     "plot_inference",
-    "save_ticket",
+    "smallest_form",
     "LAYERS",
     "Config",
     "ConfigError",
     "FastStep",
+    "ReferenceStep",
     "RunFolder",
     "StackedMLP",
     "build_model",
     "conclusions",
     "data_dir",
-    "evaluate_all",
     "default_preset",
     "full_masks",
     "get_masks",
@@ -83,10 +82,8 @@ __all__ = [
     "reference_step",
     "resolve_device",
     "rewind_",
-    "rewind_check",
     "run_experiment",
-    "save_figures",
-    "sparsity_table",
+    "run_figures",
     "summary_table",
     "train_networks",
 ]

@@ -1,10 +1,12 @@
-"""Every hyperparameter of a lottery-ticket run, in one dataclass, plus the presets.
+"""Every hyperparameter of a lottery-ticket run, in one dataclass, plus the presets and the names a run's tables use.
 
     from lth_helpers.config import make_config
     cfg = make_config("seed", trials=3)     # a preset with overrides; raises ConfigError when invalid
 
 The dataclass defaults are the paper's LeNet-300-100 setting (Frankle & Carbin 2019, Figure 3 and
-Appendix G); a preset is a named set of overrides on top of them.
+Appendix G); a preset is a named set of overrides on top of them. The conditions a network of a level can be
+(the ticket and the controls) and the metrics of an evaluation are named here, once, for every module below the
+command line: training, the run folder's tables, the report and the figures.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ import torch
 
 from .model import INPUT_SIZE, N_CLASSES, layer_shapes
 
-CONTROLS = ("reinit", "random_prune")  # the baselines that can be trained beside the ticket
-CONDITIONS = ("ticket", *CONTROLS)  # what a network of a level is: the ticket, or a control
+# The baselines that can be trained beside the ticket, and how tables and figures call them.
+CONTROLS = {
+    "reinit": "random reinit",  # the ticket's masks on a fresh initialization
+    "random_prune": "random pruning",  # random masks with the ticket's per-layer counts, on theta_0
+}
+CONDITIONS = {"ticket": "winning ticket", **CONTROLS}  # what a network of a level is: the ticket, or a control
+MASK_CONDITIONS = ("ticket", "random_prune")  # the conditions with masks of their own (reinit trains the ticket's)
+METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")  # what an evaluation measures; accuracies in %
 INITS = ("glorot_normal", "kaiming_uniform")
 DEVICES = ("auto", "cpu", "cuda")
 MNIST_TRAIN_IMAGES = 60_000  # validation images are held out of these
@@ -91,7 +99,7 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's LeNet-300-100 experiment: the dataclass defaults.
     "paper": {},
-    # A minute on a CPU: 5 epochs of 55,000 images a level, PyTorch's default init, global pruning of 20% a round.
+    # Sized for a CPU: 5 epochs of 55,000 images a level, PyTorch's default init, global pruning of 20% a round.
     "seed": dict(
         init="kaiming_uniform",
         learning_rate=1e-3,
@@ -103,7 +111,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         global_pruning=True,
         trials=1,
     ),
-    # Seconds on a CPU: for tests and for trying the pipeline end to end.
+    # The smallest run: for tests and for trying the pipeline end to end.
     "smoke": dict(iterations=400, eval_every=100, rounds=1, trials=1, controls=("reinit", "random_prune")),
 }
 
@@ -198,8 +206,8 @@ def validate(cfg: Config) -> None:
 
 
 def default_preset(device: torch.device) -> str:
-    """The preset a run uses when none is named: `paper` on a GPU, where the paper's whole figure takes minutes, and
-    `seed` on a CPU, where `paper` takes hours and `seed` about a minute. (`Config()` itself is the paper's setting.)"""
+    """The preset a run uses when none is named: `paper` on a GPU, `seed` (a run sized for a CPU) on a CPU.
+    (`Config()` itself is the paper's setting; how long each preset takes on named machines: docs/performance.md.)"""
     return "paper" if device.type == "cuda" else "seed"
 
 
