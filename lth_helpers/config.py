@@ -87,6 +87,10 @@ class Config:
             raise ConfigError(f"it lacks the field{'s' * (len(missing) > 1)} {', '.join(missing)}")
         return replace(cls(), **values)
 
+    def level_conditions(self, level: int) -> tuple[str, ...]:
+        """The conditions trained at `level`: the ticket, and from the first pruned level on each control."""
+        return ("ticket", *self.controls) if level > 0 else ("ticket",)
+
     def short_hash(self) -> str:
         """Eight hex digits that change whenever a hyperparameter changes (the preset name excluded)."""
         values = {k: v for k, v in self.to_dict().items() if k != "preset"}

@@ -134,9 +134,8 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
 
 def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[str, Masks]) -> list[TrainingSpec]:
     """The ticket of every trial, then (after level 0) each control of every trial."""
-    conditions = ("ticket", *cfg.controls) if level > 0 else ("ticket",)
     networks = []
-    for condition in conditions:
+    for condition in cfg.level_conditions(level):
         for trial in range(cfg.trials):
             start = select(rewind_point, [trial])
             if condition == "reinit":

@@ -11,15 +11,19 @@ writes it: --overwrite removes what the manifest lists. RunFolder(path) alone on
 The folder holds config.json, init.pt (theta_0 of every trial), rewind.pt (late rewinding only),
 masks/level_NN.pt, tickets/level_NN.pt (trial 0's trained ticket), results.csv, curves.csv and
 progress.json; a level counts as finished once progress.json says so. The report adds its figures,
-inference.csv and the exported ticket. Beside them, manifest.json lists every file this tool wrote there and
-run.lock is the lock.
+inference.csv and the exported ticket. Beside them, manifest.json lists every file this tool wrote there.
+
+Nothing outside the folder is ever read, written or removed: a symbolic link where the tool reads, writes or removes a
+file (`masks` linked to another disk, a link listed in the manifest) is refused in one line naming it, never followed.
 
 One way to write a file, `write_atomic`: to a temporary name in the same folder, synced to the disk, then renamed
 into place, so a file is either whole or absent, after a kill or a power cut alike; a failed write (a full disk, no
 permission) removes its temporary file and raises a WriteError saying what could not be written. One way to read
 one, `read_checked`: whatever goes wrong (missing, cut short, garbage, wrong content, numbers out of range) raises a
-DamagedFileError naming the file and the remedy, and changes nothing. progress.json records each table's row count,
-so that a table damaged later (a copy or a sync cut short) is named rather than misread.
+DamagedFileError naming the file and the remedy, and changes nothing. Values are checked as they are read: masks
+hold 0 and 1 and only shrink from level to level, weights are finite, the tables hold each network of each finished
+level once; and progress.json records each table's row count, so that a table damaged later (a copy or a sync cut
+short) is named rather than misread.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 import torch
@@ -56,7 +60,7 @@ CURVES = "curves.csv"
 MASKS, TICKETS = "masks", "tickets"  # folders of level files: masks/level_NN.pt, tickets/level_NN.pt
 INFERENCE_TABLE = "inference.csv"
 MANIFEST = "manifest.json"  # the files this tool wrote in the folder: what --overwrite removes
-LOCK_FILE = "run.lock"  # held (flock) by the run using the folder; empty, and left in place
+LOCK_FILE = "run.lock"  # locked where the file system cannot lock the folder itself (NFS); empty, left in place
 CLEARING = ".overwritten"  # --overwrite moves the tool's files here, then deletes it
 STATE_FILES = (CONFIG, PROGRESS, INIT, REWIND, RESULTS, CURVES)
 LEVEL_FILE = re.compile(r"level_\d\d+\.pt")
@@ -125,9 +129,10 @@ class RunFolder:
     def __init__(self, path: Path, cfg: Config | None = None):
         self.path = Path(path)
         self._cfg = cfg
-        self._lock: IO | None = None
+        self._lock: int | None = None  # the descriptor the lock is held on
         self._open = False
         self._manifest: set[str] | None = None
+        self._last_masks: tuple[int, dict[str, torch.Tensor]] | None = None  # to check the next level's against
 
     @property
     def config(self) -> Config | None:
@@ -141,9 +146,11 @@ class RunFolder:
 
     @classmethod
     def check(cls, path: Path, cfg: Config, overwrite: bool = False) -> None:
-        """Raise RunFolderError if `path` cannot hold a run of `cfg`: a file stands there, it holds a run of another
-        config, or a run's files without config.json (each unless `overwrite`); DamagedFileError if its config.json
-        or manifest.json cannot be read. Writes nothing: the command line checks its --out before loading the data."""
+        """Raise RunFolderError if `path` cannot hold a run of `cfg`: a file stands there, a symbolic link stands on the
+        way to a file the tool reads, writes or removes, a file stands where masks/ or tickets/ belong, it holds a run
+        of another config, or a run's files without config.json (these two unless `overwrite`); DamagedFileError if
+        its config.json or manifest.json cannot be read. Writes nothing: the command line checks its --out before
+        loading the data."""
         cls(Path(path), cfg)._check(overwrite)
 
     @classmethod
@@ -184,6 +191,14 @@ class RunFolder:
         """`check` for this folder's config; returns whether config.json is still to be written (a new folder, or
         one being overwritten)."""
         _check_place(self.path)
+        self._tool_files()  # refuses a link on the way to any file the tool reads, writes or removes
+        for name in (MASKS, TICKETS):
+            folder = self._file(name)
+            if folder.exists() and not folder.is_dir():
+                raise RunFolderError(
+                    f"{folder} is a file; a run keeps its {name} in a folder of that name: move the file away, or "
+                    f"choose another folder"
+                )
         if overwrite:
             return True
         saved = self.saved_config()
@@ -208,36 +223,39 @@ class RunFolder:
     def _hold(self) -> None:
         """Lock the folder for this process: two runs in one folder would each append every level's rows.
 
-        An OS lock (flock) on run.lock, which the OS drops when the process ends, however it ends: a killed
-        run never leaves the folder locked. Where there is no such lock (Windows, a file system without locks,
-        a folder this process cannot write to, which no run can then damage) the folder is not guarded.
+        An OS lock (flock) on the folder itself, which no file deleted inside it can undo, and which the OS drops when
+        the process ends, however it ends: a killed run never leaves the folder locked. A file system that cannot
+        lock a folder (NFS) locks run.lock instead; one without locks at all (and Windows, and a folder this process
+        cannot write to, which no run can then damage) leaves the folder unguarded.
         """
         self._open = True
         if fcntl is None:
             return
-        try:
-            handle = open(self.path / LOCK_FILE, "a")
-        except OSError:
+        for target, flags in ((self.path, os.O_RDONLY), (self._file(LOCK_FILE), os.O_WRONLY | os.O_CREAT)):
+            try:
+                handle = os.open(target, flags, 0o666)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(handle)
+                self._open = False
+                raise RunFolderError(
+                    f"{self.path} is in use by another run (in another terminal or notebook); "
+                    f"wait for it to finish or stop it, or choose another folder"
+                ) from None
+            except OSError:  # this file system cannot lock it
+                os.close(handle)
+                continue
+            self._lock = handle
             return
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            self._open = False
-            raise RunFolderError(
-                f"{self.path} is in use by another run (in another terminal or notebook); "
-                f"wait for it to finish or stop it, or choose another folder"
-            ) from None
-        except OSError:  # the file system has no locks
-            handle.close()
-            return
-        self._lock = handle
 
     def close(self) -> None:
-        """Let another run use the folder (closing the file drops the lock); this RunFolder then only reads."""
+        """Let another run use the folder (closing the descriptor drops the lock); this RunFolder then only reads."""
         self._open = False
         if self._lock is not None:
-            self._lock.close()
+            os.close(self._lock)
             self._lock = None
 
     def __enter__(self) -> RunFolder:
@@ -250,60 +268,80 @@ class RunFolder:
         """Remove every file this tool wrote here, and nothing else: all of them or, if one cannot be moved, none.
 
         The files are first moved into a side folder (renames in one folder: no data is copied), then the side
-        folder is deleted; a failure while moving moves the files back. Subfolders the tool made stay where a file
-        of someone else's is inside them.
+        folder is deleted; a failure while moving (or a Ctrl-C) moves the files back. Subfolders the tool made stay
+        where a file of someone else's is inside them. Each file is moved as what it is in the folder: a link named
+        like the side folder is removed as a link, never its target.
         """
         side = self.path / CLEARING
-        shutil.rmtree(side, ignore_errors=True)  # left by a clear whose deletion was cut short
         names = sorted(self._tool_files(), key=_clearing_order)
-        side.mkdir()
         moved: list[str] = []
         try:
+            if side.is_symlink() or (side.exists() and not side.is_dir()):
+                side.unlink()
+            shutil.rmtree(side, ignore_errors=True)  # left by a clear whose deletion was cut short
+            os.mkdir(side)
             for name in names:
-                os.replace(self.path / name, side / str(len(moved)))
+                os.replace(self._file(name), side / str(len(moved)))
                 moved.append(name)
         except BaseException as error:  # an OSError, or Ctrl-C: every file goes back
             for i, name in reversed(list(enumerate(moved))):
                 os.replace(side / str(i), self.path / name)
-            side.rmdir()
+            if side.is_dir() and not side.is_symlink():
+                side.rmdir()
             if not isinstance(error, OSError):
                 raise
             raise RunFolderError(
                 f"{self.path} could not be cleared: {_reason(error)}; nothing was removed; "
                 f"fix that, or choose another folder"
             ) from None
-        self._manifest = set()
+        self._manifest, self._last_masks = set(), None
         for name in (MASKS, TICKETS):
             if (self.path / name).is_dir() and not any((self.path / name).iterdir()):
                 (self.path / name).rmdir()
         shutil.rmtree(side, ignore_errors=True)
 
     def _tool_files(self) -> list[str]:
-        """The files this tool wrote here that are present (relative names), with temporary ones, the manifest last.
+        """The files this tool wrote here that are present (relative names), with temporary ones, the manifest last;
+        a RunFolderError names a symbolic link on the way to any of them.
 
-        From manifest.json. Where it is missing or cannot be read, which files are the tool's is unknown: then the
-        files a run reads back, by their names, which a new run in the folder would otherwise take for its own.
+        Those manifest.json lists, and, whatever it lists, the files a run reads back (config, progress, tensors,
+        tables, masks and tickets), by their names: a new run in the folder would otherwise take them for its own.
+        Where the manifest is missing or cannot be read, those alone.
         """
         try:
-            names = read_checked(self.path / MANIFEST, _parse_manifest)
+            names = read_checked(self._file(MANIFEST), _parse_manifest) | self._state_files()
         except DamagedFileError:
             names = self._state_files()
         candidates = [*sorted(names), *(f"{n}.tmp" for n in sorted(names)), f"{MANIFEST}.tmp", MANIFEST]
-        return [n for n in candidates if (self.path / n).is_file()]
+        return [n for n in candidates if self._file(n).is_file()]
 
     def _state_files(self) -> set[str]:
         """The files a run reads back, by their names: STATE_FILES and the level files in masks/ and tickets/."""
         names = set(STATE_FILES)
         for folder in (MASKS, TICKETS):
-            if (self.path / folder).is_dir():
+            if self._file(folder).is_dir():
                 names |= {f"{folder}/{p.name}" for p in (self.path / folder).iterdir() if LEVEL_FILE.fullmatch(p.name)}
         return names
+
+    def _file(self, name: str) -> Path:
+        """The path of the file `name` (relative to the folder), refused with a RunFolderError where a symbolic link
+        stands on the way to it inside the folder: the tool reads, writes and removes files only inside it."""
+        path = self.path
+        for part in Path(name).parts:
+            path = path / part
+            if path.is_symlink():
+                raise RunFolderError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}); a run reads, writes and removes files only "
+                    f"inside its folder, never through a link: put what it points to in its place, or choose another "
+                    f"folder"
+                )
+        return path
 
     def _read_manifest(self) -> set[str]:
         """manifest.json's list, checked; an empty list in a folder that has none yet (a new one)."""
         if self._manifest is None:
-            exists = (self.path / MANIFEST).exists() or self.saved_config() is not None
-            self._manifest = read_checked(self.path / MANIFEST, _parse_manifest) if exists else set()
+            exists = self._file(MANIFEST).exists() or self.saved_config() is not None
+            self._manifest = read_checked(self._file(MANIFEST), _parse_manifest) if exists else set()
         return self._manifest
 
     def _record(self, name: str) -> None:
@@ -313,7 +351,7 @@ class RunFolder:
             return
         self._manifest = names | {name}
         text = json.dumps({"files": sorted(self._manifest)}, indent=1) + "\n"
-        write_atomic(self.path / MANIFEST, lambda tmp: tmp.write_text(text))
+        write_atomic(self._file(MANIFEST), lambda tmp: tmp.write_text(text))
 
     # -----------------------------------------------------------------------------------------
     # Writing: an open folder only
@@ -326,7 +364,7 @@ class RunFolder:
             raise RunFolderError(f"{self.path} is not open for writing; open it with RunFolder.open(path, cfg)")
         try:
             self._record(name)
-            write_atomic(self.path / name, write)
+            write_atomic(self._file(name), write)
         except WriteError as error:
             raise WriteError(
                 f"could not write {error.file}: {error.reason}; the finished levels are kept in {self.path}: "
@@ -375,10 +413,10 @@ class RunFolder:
     # Reading, every file checked
 
     def exists(self, name: str) -> bool:
-        return (self.path / name).exists()
+        return self._file(name).exists()
 
     def saved_config(self) -> Config | None:
-        file = self.path / CONFIG
+        file = self._file(CONFIG)
         if not file.exists():
             return None
         return read_checked(file, lambda f: Config.from_dict(json.loads(f.read_text())))
@@ -389,7 +427,7 @@ class RunFolder:
 
     def _progress(self) -> dict:
         """progress.json: the levels finished, and how many rows of each table they hold."""
-        file = self.path / PROGRESS
+        file = self._file(PROGRESS)
         if not file.exists():
             return {"levels_done": 0, "rows": {}}
         return read_checked(file, self._parse_progress)
@@ -405,10 +443,13 @@ class RunFolder:
         return {"levels_done": levels, "rows": rows}
 
     def load(self, name: str) -> dict[str, torch.Tensor]:
-        """A tensor file of the folder, checked: a dict of the tensors, names and shapes a run of its config saves."""
-        return read_checked(self.path / name, lambda file: self._parse_tensors(file, name))
+        """A tensor file of the folder, checked: a dict of the tensors, names and shapes a run of its config saves;
+        masks of 0 and 1, weights finite."""
+        return read_checked(self._file(name), lambda file: self._parse_tensors(file, name))
 
-    def _parse_tensors(self, file: Path, name: str) -> dict[str, torch.Tensor]:
+    def _parse_tensors(self, file: Path, name: str, inside: tuple[int, dict] | None = None) -> dict[str, torch.Tensor]:
+        """torch.load, checked; masks against `inside`, (level, masks) of the level before, whose masks they keep
+        no weight outside of."""
         tensors = torch.load(file, weights_only=True)
         if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
             raise ValueError(f"it holds a {type(tensors).__name__}, not a dict of tensors")
@@ -418,6 +459,13 @@ class RunFolder:
             if got != expected:
                 wrong = sorted(set(got.items()) ^ set(expected.items()))[0][0]
                 raise ValueError(f"{wrong} is {got.get(wrong, 'missing')}, not {expected.get(wrong, 'expected')}")
+        for key, value in tensors.items():
+            if name.startswith(f"{MASKS}/") and not ((value == 0) | (value == 1)).all():
+                raise ValueError(f"{key} holds values other than 0 and 1")
+            if not name.startswith(f"{MASKS}/") and not torch.isfinite(value).all():
+                raise ValueError(f"{key} holds NaN or infinite numbers, which no finished training leaves")
+            if inside is not None and key in inside[1] and (value > inside[1][key]).any():
+                raise ValueError(f"{key} keeps weights that level {inside[0]} pruned: masks only shrink")
         return tensors
 
     def _shapes(self, name: str) -> dict[str, tuple[int, ...]] | None:
@@ -436,9 +484,17 @@ class RunFolder:
         return params
 
     def load_masks(self, level: int) -> dict[str, Masks]:
-        """Every network's masks at `level`: condition (MASK_CONDITIONS) -> layer -> (trials, out, in)."""
+        """Every network's masks at `level`: condition (MASK_CONDITIONS) -> layer -> (trials, out, in); checked to lie
+        inside the level before's, which is read too unless it was the last level read (levels read in order, as
+        a run and its report read them, are each read once)."""
+        inside = self._last_masks if self._last_masks and self._last_masks[0] == level - 1 else None
+        if level and inside is None:
+            inside = (level - 1, self.load(masks_file(level - 1)))
+        name = masks_file(level)
+        flat = read_checked(self._file(name), lambda file: self._parse_tensors(file, name, inside))
+        self._last_masks = (level, flat)
         masks: dict[str, Masks] = {}
-        for key, value in self.load(masks_file(level)).items():
+        for key, value in flat.items():
             condition, layer = key.split(".")
             masks.setdefault(condition, {})[layer] = value
         return masks
@@ -474,9 +530,10 @@ class RunFolder:
             recorded = progress["rows"].get(name)
             if len(finished) != recorded:
                 raise ValueError(f"{len(finished)} rows of finished levels, progress.json recorded {recorded}")
+            _check_networks(name, finished, progress["levels_done"], self.config)
             return finished
 
-        return read_checked(self.path / name, parse)
+        return read_checked(self._file(name), parse)
 
 
 class _ByLevel(Mapping[int, T]):
@@ -509,6 +566,8 @@ def _check_table(name: str, table: pd.DataFrame) -> None:
     """Raise ValueError unless `table` has the columns this tool writes into `name`, numbers where numbers belong."""
     if tuple(table.columns) != TABLE_COLUMNS[name]:
         raise ValueError(f"its columns are not those of a run's {name}: {', '.join(map(str, table.columns))}")
+    if not len(table):  # no rows, no values to check (pandas reads the columns of a header alone as text)
+        return
     if not set(table["condition"]) <= set(CONDITIONS):
         raise ValueError(f"its condition column holds other things than {', '.join(CONDITIONS)}")
     for column in ("level", "trial", "iteration", "weights_remaining", "early_stop_iteration"):
@@ -517,6 +576,34 @@ def _check_table(name: str, table: pd.DataFrame) -> None:
     for column in set(table.columns) - {"condition"}:
         if not pd.api.types.is_numeric_dtype(table[column]):
             raise ValueError(f"its {column} column holds other things than numbers")
+
+
+def _check_networks(name: str, table: pd.DataFrame, levels: int, cfg: Config | None) -> None:
+    """Raise ValueError unless `table`, the rows of `levels` finished levels, holds no row twice and (where the config
+    is known) the rows of every network each level trained, and no other: results and progress agree."""
+    keys = ["level", "condition", "trial", *(["iteration"] if name == CURVES else [])]
+    twice = table[table.duplicated(keys)]
+    if len(twice):
+        row = twice.iloc[0]
+        raise ValueError(f"its row of level {row.level}, condition {row.condition}, trial {row.trial} appears twice")
+    if cfg is None:
+        return
+    trained = {
+        (level, condition, trial)
+        for level in range(levels)
+        for condition in cfg.level_conditions(level)
+        for trial in range(cfg.trials)
+    }
+    held = set(zip(table["level"].tolist(), table["condition"].tolist(), table["trial"].tolist()))
+    missing, extra = sorted(trained - held), sorted(held - trained)
+    if missing:
+        level, condition, trial = missing[0]
+        raise ValueError(f"level {level} has no row for condition {condition}, trial {trial}")
+    if extra:
+        level, condition, trial = extra[0]
+        raise ValueError(
+            f"it has rows for level {level}, condition {condition}, trial {trial}, which the run never trains"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,6 +620,7 @@ def write_atomic(file: Path, write: Callable[[Path], None]) -> None:
     file = Path(file)
     tmp = file.with_name(file.name + ".tmp")
     try:
+        tmp.unlink(missing_ok=True)  # left by a killed write, or a link: never written through
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())

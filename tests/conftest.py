@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
+import lth_helpers.cli as cli
 from lth_helpers import run_experiment
 from lth_helpers.config import Config, make_config
 from lth_helpers.data import MNISTSplits, load_mnist
@@ -55,6 +56,34 @@ def tiny_config(**overrides) -> Config:
         learning_rate=2e-3,
     )
     return make_config("smoke", **{**values, **overrides})
+
+
+# A run of the command line on synthetic data: every kind of file (rewind.pt too), in a second. CFG is its config.
+CFG = tiny_config(rounds=1, trials=1, iterations=20, rewind_iteration=5)
+FLAGS = [
+    *("--preset smoke --fc1-width 40 --fc2-width 20 --iterations 20 --eval-every 10 --batch-size 32".split()),
+    *("--val-size 200 --rounds 1 --learning-rate 0.002 --rewind-iteration 5 --no-progress".split()),
+]
+
+
+def one_line(text: str) -> bool:
+    return len(text.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def command(monkeypatch, capsys):
+    """Run the command line with FLAGS on synthetic data: `command(out, *extra)` returns (exit status, stderr)."""
+    monkeypatch.setattr(cli, "load_mnist", lambda root, val_size, device: synthetic_splits())
+
+    def run(out: Path, *extra: str) -> tuple[int, str]:
+        capsys.readouterr()
+        try:
+            code = cli.main([*FLAGS, "--out", str(out), *extra])
+        except SystemExit as exit_:
+            code = exit_.code
+        return code, capsys.readouterr().err
+
+    return run
 
 
 @pytest.fixture

@@ -32,13 +32,8 @@ from lth_helpers.data import MNIST_FILES, DataError, MNISTSplits, load_mnist
 from lth_helpers.experiment import run_experiment
 from lth_helpers.inference import load_ticket
 from lth_helpers.runs import DamagedFileError, RunFolder, RunFolderError, write_atomic
-from tests.conftest import REPO, synthetic_splits, tiny_config
+from tests.conftest import CFG, FLAGS, REPO, one_line, synthetic_splits, tiny_config
 
-CFG = tiny_config(rounds=1, trials=1, iterations=20, rewind_iteration=5)  # rewind.pt too: every kind of file
-FLAGS = [
-    *("--preset smoke --fc1-width 40 --fc2-width 20 --iterations 20 --eval-every 10 --batch-size 32".split()),
-    *("--val-size 200 --rounds 1 --learning-rate 0.002 --rewind-iteration 5 --no-progress".split()),
-]
 FULL_DISK = OSError(errno.ENOSPC, "No space left on device")
 REAL_REPLACE = os.replace
 
@@ -49,26 +44,6 @@ def snapshot(folder: Path) -> dict[Path, bytes]:
 
 def without_timing(folder: Path) -> pd.DataFrame:
     return pd.read_csv(folder / "results.csv").drop(columns="train_seconds")
-
-
-def one_line(text: str) -> bool:
-    return len(text.strip().splitlines()) == 1
-
-
-@pytest.fixture
-def command(monkeypatch, capsys):
-    """Run the command line on synthetic data; returns (exit status, stderr)."""
-    monkeypatch.setattr(cli, "load_mnist", lambda root, val_size, device: synthetic_splits())
-
-    def run(out: Path, *extra: str) -> tuple[int, str]:
-        capsys.readouterr()
-        try:
-            code = cli.main([*FLAGS, "--out", str(out), *extra])
-        except SystemExit as exit_:
-            code = exit_.code
-        return code, capsys.readouterr().err
-
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -424,7 +399,7 @@ def test_an_overwrite_that_fails_midway_removes_nothing_and_a_second_one_succeed
 
 def test_a_folder_with_results_but_no_config_is_refused_not_adopted(command, copy):
     (copy / "config.json").unlink()
-    (copy / runs.LOCK_FILE).unlink()  # refused, the folder is left as it was: not even a lock file is added
+    (copy / runs.LOCK_FILE).unlink(missing_ok=True)  # refused, the folder is left as it was: not even a lock file
     before = snapshot(copy)
     for cfg in (CFG, tiny_config(rounds=2)):
         with pytest.raises(RunFolderError, match="holds a run's files but no config.json.*--overwrite"):
@@ -472,11 +447,16 @@ except RunFolderError as error:
 
 
 @pytest.mark.skipif(runs.fcntl is None, reason="run folders are locked with flock, a POSIX call")
-def test_a_second_run_during_the_first_ones_report_is_refused_and_the_first_finishes(command, tmp_path, monkeypatch):
+@pytest.mark.parametrize("deleted", [False, True], ids=["lock in place", "lock file deleted"])
+def test_a_second_run_during_the_first_ones_report_is_refused_and_the_first_finishes(
+    deleted, command, tmp_path, monkeypatch
+):
     out, seen = tmp_path / "run", []
     real_report = cli.report_inference
 
     def report_while_a_second_run_starts(*args):
+        for lock in out.glob("*.lock") if deleted else []:  # deleted under the running run: it still holds the folder
+            lock.unlink()
         second = subprocess.run([sys.executable, "-c", SECOND_RUN, str(out)], cwd=REPO, capture_output=True, text=True)
         seen.append(second.stdout)
         real_report(*args)
