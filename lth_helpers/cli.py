@@ -3,6 +3,7 @@
     python -m lth_helpers --preset seed --out runs/seed
     python -m lth_helpers --preset paper --trials 2 --controls reinit,random_prune
     python -m lth_helpers --help          # every config field, with each preset's value
+    python -m lth_helpers sweep --preset smoke --grid learning_rate=1e-3,2e-3 --out runs/grid   # see sweep.py
 
 Exit status 2 for bad input, a model too big for the device's memory, or a run folder that holds another run
 (nothing is written); 1 when the data is missing or damaged, training diverges, memory runs out, or a file of the
@@ -65,7 +66,8 @@ def _parse_names(text: str) -> tuple[str, ...]:
     return tuple(name for name in text.replace(" ", "").split(",") if name and name != "none")
 
 
-def _parser_for(field: dataclasses.Field) -> Any:
+def field_type(field: dataclasses.Field) -> Any:
+    """How a config field's flag parses its text: int, float, a boolean word, a string, or comma-separated names."""
     kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}.get(str(field.type))
     return kind or _parse_names  # tuple[str, ...]
 
@@ -74,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m lth_helpers",
         description=__doc__.split("\n\n")[0],
-        epilog="Compare finished runs: python -m lth_helpers compare DIR DIR ... --out FILE.png",
+        epilog="Compare finished runs: python -m lth_helpers compare DIR DIR ... --out FILE.png. "
+        "Run a grid of configs: python -m lth_helpers sweep --help",
     )
     parser.add_argument(
         "--preset",
@@ -82,11 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
         "where paper takes hours and seed about a minute)",
     )
     parser.add_argument("--out", help="run folder (default: runs/PRESET-HASH, a hash of the config)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another config")
+    add_run_flags(parser)
+    return parser
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags a run and a sweep share: --data-dir, --device, --no-progress and one flag per config field."""
     parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")
     parser.add_argument(
         "--device", default="auto", help=f"one of: {', '.join(DEVICES)} (default: auto, CUDA when present)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another config")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     fields = parser.add_argument_group("config fields (each preset's value in brackets)")
     for field in dataclasses.fields(Config):
@@ -97,12 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
         fields.add_argument(
             *flags,
             dest=field.name,
-            type=_parser_for(field),
+            type=field_type(field),
             default=None,
             metavar="VALUE",
             help=f"{field.metadata['help']} [{values}]",
         )
-    return parser
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields given on the command line, by name."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Config)
+        if f.name != "preset" and getattr(args, f.name) is not None
+    }
 
 
 def _count(n: int, noun: str) -> str:
@@ -113,16 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["compare"]:  # the subcommand `compare DIR DIR ... --out FILE.png`, in compare.py
         return compare.main(argv[1:])
+    if argv[:1] == ["sweep"]:  # the subcommand `sweep --grid FIELD=V1,V2 ... --out SWEEP_DIR`, in sweep.py
+        from . import sweep  # here: sweep.py builds its parser from this module's flags
+
+        return sweep.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(Config)
-        if f.name != "preset" and getattr(args, f.name) is not None
-    }
     try:
         device = resolve_device(args.device)
-        cfg = make_config(args.preset or default_preset(device), **overrides)
+        cfg = make_config(args.preset or default_preset(device), **config_overrides(args))
         check_memory(cfg, device)
         out = Path(args.out or Path("runs") / cfg.run_name())
         RunFolder.check(out, cfg, args.overwrite)
