@@ -501,17 +501,20 @@ def _run_submitit(
     print(
         f"submitted {len(jobs)} job(s) to submitit's {cluster} executor ({ids}); logs in {sweep.folder / JOBS_FOLDER}"
     )
-    pending = list(zip(jobs, chunks))
-    done = len(sweep.points) - len(todo)
+    pending, ended = list(zip(jobs, chunks)), set()
+    before = len(sweep.points) - len(todo)
     try:
-        with tqdm(total=len(sweep.points), initial=done, desc="points", unit="point", disable=not progress) as bar:
+        with tqdm(total=len(sweep.points), initial=before, desc="points", unit="point", disable=not progress) as bar:
             while pending:
                 for job, chunk in [(job, chunk) for job, chunk in pending if job.done()]:
                     pending.remove((job, chunk))
                     for point, reason in zip(chunk, _outcomes(job, chunk)):
                         sweep.note(point, reason)
+                        ended.add(point.name)
                         tqdm.write(f"{point.name} ({point.label}): " + (f"failed: {reason}" if reason else "finished"))
-                    bar.update(len(chunk))
+                # a job of several points finishes them one by one: the bar counts the folders finished meanwhile
+                bar.n = before + sum(p.name in ended or sweep.state(p, {})[0] == "done" for p in todo)
+                bar.refresh()
                 if pending:
                     time.sleep(10 if cluster == "slurm" else 1)
     except KeyboardInterrupt:
