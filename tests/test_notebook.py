@@ -33,7 +33,9 @@ def test_notebook_is_committed_without_outputs_and_keeps_the_gpu_runtime():
 def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     index = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
-    injected = f'PRESET = "smoke"\nRUNS_DIR = {str(tmp_path)!r}'  # papermill's convention: a cell after the tagged one
+    # papermill's convention: a cell after the tagged one. Global pruning, as the CPU's default preset prunes: the
+    # by-hand section prunes layer-wise all the same, and the package agrees with it.
+    injected = f'PRESET = "smoke"\nOVERRIDES = {{"global_pruning": True}}\nRUNS_DIR = {str(tmp_path)!r}'
     notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}))
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
 
@@ -51,14 +53,22 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert "pre-hooks:  ['L1Unstructured']" in printed and "buffers:    ['weight_mask']" in printed
     assert "after assigning weight.data, rewound: False" in printed
     assert "after writing weight_orig, rewound: True" in printed
+    assert "By hand, a round prunes layer-wise" in printed and "The config prunes globally" in printed
+    control = re.search(r"ticket (\S+)% \(loss \S+\), random reinit (\S+)% \(loss \S+\)", printed)
+    assert control and min(float(control.group(1)), float(control.group(2))) > 80  # both trained, side by side
+    assert re.search(r"the ticket is [+-]\d+\.\d\d points against random reinit", printed)
+    assert "weight_orig still holds theta_0: True" in printed  # the pruned entries never moved
+    assert "the last step's gradient of weight_orig there: 0.0" in printed
+    assert "the weight the network computes with is zero there: True" in printed
+    assert "trained ticket's fc1 after prune.remove:" in printed and "buffers:    []" in printed
     gap = re.search(r"Same masks at every level; test losses differ by at most (\S+)", printed)
     assert gap and float(gap.group(1)) < 1e-9  # the package computes what the loop by hand computes
     assert "mask entries that differ" in html
     assert "Only one finished run" in printed  # the comparison of runs, with one run in RUNS_DIR
-    run_dir = tmp_path / make_config("smoke").run_name()
+    run_dir = tmp_path / make_config("smoke", global_pruning=True).run_name()
     for name in ("results.csv", "curves.csv", "inference.csv", *FIGURES, *TICKET_FIGURES):
         assert (run_dir / name).exists(), name
-    # the sweep of the "Try this" section: its layer-wise point is the run above, its global point a new folder
+    # the sweep of the "Try this" section: its global point is the run above, its layer-wise point a new folder
     sweep = pd.read_csv(tmp_path / "sweep.csv")
     points = [make_config("smoke", global_pruning=g).run_name() for g in (False, True)]
     assert sweep.drop_duplicates("run").run.tolist() == points and (sweep.state == "done").all()
