@@ -1,10 +1,12 @@
-"""Every hyperparameter of a lottery-ticket run, in one dataclass, plus the presets.
+"""Every hyperparameter of a lottery-ticket run, in one dataclass, plus the presets and the names a run's tables use.
 
     from lth_helpers.config import make_config
     cfg = make_config("seed", trials=3)     # a preset with overrides; raises ConfigError when invalid
 
 The dataclass defaults are the paper's LeNet-300-100 setting (Frankle & Carbin 2019, Figure 3 and
-Appendix G); a preset is a named set of overrides on top of them.
+Appendix G); a preset is a named set of overrides on top of them. The conditions a network of a level can be
+(the ticket and the controls) and the metrics of an evaluation are named here, once, for every module below the
+command line: training, the run folder's tables, the report and the figures.
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ import torch
 
 from .model import INPUT_SIZE, N_CLASSES, layer_shapes
 
-CONTROLS = ("reinit", "random_prune")  # the baselines that can be trained beside the ticket
-CONDITIONS = ("ticket", *CONTROLS)  # what a network of a level is: the ticket, or a control
+# The baselines that can be trained beside the ticket, and how tables and figures call them.
+CONTROLS = {
+    "reinit": "random reinit",  # the ticket's masks on a fresh initialization
+    "random_prune": "random pruning",  # random masks with the ticket's per-layer counts, on theta_0
+}
+CONDITIONS = {"ticket": "winning ticket", **CONTROLS}  # what a network of a level is: the ticket, or a control
+MASK_CONDITIONS = ("ticket", "random_prune")  # the conditions with masks of their own (reinit trains the ticket's)
+METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")  # what an evaluation measures; accuracies in %
 INITS = ("glorot_normal", "kaiming_uniform")
 DEVICES = ("auto", "cpu", "cuda")
 MNIST_TRAIN_IMAGES = 60_000  # validation images are held out of these

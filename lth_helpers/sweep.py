@@ -44,7 +44,6 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from .cli import _Parser, add_run_flags, config_overrides, field_type
 from .compare import plot_comparison
 from .config import (
     CONDITIONS,
@@ -60,6 +59,7 @@ from .config import (
 from .data import DataError, MNISTSplits, load_mnist
 from .data import data_dir as data_dir_of
 from .experiment import ExperimentError, run_experiment
+from .flags import add_run_flags, config_overrides, field_type
 from .report import format_percent
 from .runs import DamagedFileError, RunFolder, RunFolderError, read_checked, write_atomic
 
@@ -771,9 +771,11 @@ def write_summary(folder: Path | str) -> pd.DataFrame:
 # The command line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="python -m lth_helpers sweep",
+def add_command(subcommands: argparse._SubParsersAction) -> None:
+    """`python -m lth_helpers sweep --preset P --grid FIELD=V1,V2 ... --out SWEEP_DIR`."""
+    parser = subcommands.add_parser(
+        "sweep",
+        help="a grid of configs, each point a run folder; resumable, here or through submitit",
         description="Run a grid of configs, each point an ordinary run folder in SWEEP_DIR; the same command "
         "resumes. Exit status 2 for bad input (nothing written), 1 when a point failed (the others ran) or a file "
         "could not be written or read, 130 when interrupted.",
@@ -811,7 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--mem-gb", type=float, help="Slurm: memory per job in GB (--mem)")
     engine.add_argument("--slurm-partition", help="Slurm: the partition to submit to (--partition)")
     engine.add_argument("--slurm-account", help="Slurm: the account to charge (--account)")
-    return parser
+    parser.set_defaults(run=sweep_command)
 
 
 def engine_from(args: argparse.Namespace) -> str | Submitit:
@@ -835,9 +837,8 @@ def engine_from(args: argparse.Namespace) -> str | Submitit:
     return Submitit(**given)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Check everything before writing anything (bad input: exit 2), then run the points and write the summary."""
     try:
         grid = parse_grid(args.grid)
         overrides = config_overrides(args)

@@ -66,8 +66,9 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert "mask entries that differ" in html
     assert "Only one finished run" in printed  # the comparison of runs, with one run in RUNS_DIR
     run_dir = tmp_path / make_config("smoke", global_pruning=True).run_name()
+    listed = json.loads((run_dir / "manifest.json").read_text())["files"]  # what --overwrite clears
     for name in ("results.csv", "curves.csv", "inference.csv", *FIGURES, *TICKET_FIGURES):
-        assert (run_dir / name).exists(), name
+        assert (run_dir / name).exists() and name in listed, name
     # the sweep of the "Try this" section: its global point is the run above, its layer-wise point a new folder
     sweep = pd.read_csv(tmp_path / "sweep.csv")
     points = [make_config("smoke", global_pruning=g).run_name() for g in (False, True)]

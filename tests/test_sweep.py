@@ -25,7 +25,7 @@ import torch
 
 import lth_helpers.experiment as experiment
 import lth_helpers.sweep as sweep
-from lth_helpers.cli import main
+from lth_helpers.cli import build_parser, main
 from lth_helpers.compare import compare_runs
 from lth_helpers.config import ConfigError, make_config
 from lth_helpers.experiment import run_experiment
@@ -480,7 +480,7 @@ def test_the_slurm_executor_is_configured_from_the_flags_without_running_slurm(t
         *("--engine submitit --cluster slurm --slurm-partition gpu --slurm-account lab --timeout-min 90".split()),
         *("--gpus-per-job 1 --cpus-per-job 4 --mem-gb 16 --jobs 2".split()),
     ]
-    args = sweep.build_parser().parse_args(flags)
+    args = build_parser().parse_args(["sweep", *flags])
     options = sweep.engine_from(args)
     assert options.resolve_cluster() == "slurm"
     todo = sweep.plan_sweep(make_config("smoke"), sweep.parse_grid(args.grid), tmp_path / "grid").points
