@@ -775,6 +775,7 @@ def add_command(subcommands: argparse._SubParsersAction) -> None:
     """`python -m lth_helpers sweep --preset P --grid FIELD=V1,V2 ... --out SWEEP_DIR`."""
     parser = subcommands.add_parser(
         "sweep",
+        usage="%(prog)s --preset PRESET --grid FIELD=V1,V2,... [--grid ...] --out SWEEP_DIR [options]",
         help="a grid of configs, each point a run folder; resumable, here or through submitit",
         description="Run a grid of configs, each point an ordinary run folder in SWEEP_DIR; the same command "
         "resumes. Exit status 2 for bad input (nothing written), 1 when a point failed (the others ran) or a file "
@@ -901,24 +902,3 @@ def _print_states(sweep: Sweep, states: pd.DataFrame) -> None:
 def _fail(parser: argparse.ArgumentParser, error: Exception) -> int:
     print(f"{parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
     return 1
-
-
-__all__ = [
-    "Point",
-    "Submitit",
-    "Sweep",
-    "SweepError",
-    "execute",
-    "failure_reason",
-    "grid_points",
-    "matching_percent",
-    "open_sweep",
-    "parse_grid",
-    "plan_sweep",
-    "plot_sweep",
-    "run_points",
-    "run_sweep",
-    "sweep_overview",
-    "sweep_table",
-    "write_summary",
-]
