@@ -7,8 +7,10 @@ import json
 import re
 
 import nbformat
+import pandas as pd
 from nbclient import NotebookClient
 
+from lth_helpers.config import make_config
 from lth_helpers.plotting import FIGURES, TICKET_FIGURES
 from tests.conftest import REPO
 
@@ -41,7 +43,8 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "stop acc" in html and "reinit acc" in html  # the summary table
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 8  # the paper's 3, the ticket's 4, inference
+    # the paper's 3 figures, the ticket's 4, inference, and the sweep's
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 9
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "The dense network reaches" in markdown and "multiply-adds per example" in markdown
     assert "Before any training, the dense network scores" in markdown
@@ -62,7 +65,12 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert gap and float(gap.group(1)) < 1e-9  # the package computes what the loop by hand computes
     assert "mask entries that differ" in html
     assert "Only one finished run" in printed  # the comparison of runs, with one run in RUNS_DIR
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
+    run_dir = tmp_path / make_config("smoke", global_pruning=True).run_name()
     listed = json.loads((run_dir / "manifest.json").read_text())["files"]  # what --overwrite clears
     for name in ("results.csv", "curves.csv", "inference.csv", *FIGURES, *TICKET_FIGURES):
         assert (run_dir / name).exists() and name in listed, name
+    # the sweep of the "Try this" section: its global point is the run above, its layer-wise point a new folder
+    sweep = pd.read_csv(tmp_path / "sweep.csv")
+    points = [make_config("smoke", global_pruning=g).run_name() for g in (False, True)]
+    assert sweep.drop_duplicates("run").run.tolist() == points and (sweep.state == "done").all()
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "&gt;= dense down to" in html  # the overview table
