@@ -3,6 +3,7 @@
     python -m lth_helpers --preset seed --out runs/seed
     python -m lth_helpers --preset paper --trials 2 --controls reinit,random_prune
     python -m lth_helpers --help          # every config field, with each preset's value
+    python -m lth_helpers instability runs/seed --levels 0,5   # linear mode connectivity of a finished run
 
 Exit status 2 for bad input, a model too big for the device's memory, or a run folder that holds another run
 (nothing is written); 1 when the data is missing or damaged, training diverges, memory runs out, or a file of the
@@ -21,7 +22,7 @@ from typing import Any, NoReturn
 import pandas as pd
 import torch
 
-from . import compare
+from . import compare, instability
 from .config import (
     DEVICES,
     PRESETS,
@@ -36,6 +37,7 @@ from .config import (
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_experiment
 from .inference import first_network, inference_table, save_ticket
+from .instability import InstabilityError
 from .plotting import INFERENCE_FIGURE, plot_inference, save_figures
 from .report import (
     accuracy_at_init_conclusions,
@@ -74,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="python -m lth_helpers",
         description=__doc__.split("\n\n")[0],
-        epilog="Compare finished runs: python -m lth_helpers compare DIR DIR ... --out FILE.png",
+        epilog="Compare finished runs: python -m lth_helpers compare DIR DIR ... --out FILE.png. "
+        "Instability analysis of a finished run: python -m lth_helpers instability RUN_DIR [--levels L,L] "
+        "[--points N] [--rewind-iterations K,K] (its --help says more).",
     )
     parser.add_argument(
         "--preset",
@@ -82,12 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "where paper takes hours and seed about a minute)",
     )
     parser.add_argument("--out", help="run folder (default: runs/PRESET-HASH, a hash of the config)")
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")
-    parser.add_argument(
-        "--device", default="auto", help=f"one of: {', '.join(DEVICES)} (default: auto, CUDA when present)"
-    )
     parser.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another config")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_data_and_device(parser)
     fields = parser.add_argument_group("config fields (each preset's value in brackets)")
     for field in dataclasses.fields(Config):
         if field.name == "preset":
@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_data_and_device(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that trains: where MNIST is, the device, the progress bars."""
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")
+    parser.add_argument(
+        "--device", default="auto", help=f"one of: {', '.join(DEVICES)} (default: auto, CUDA when present)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -113,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["compare"]:  # the subcommand `compare DIR DIR ... --out FILE.png`, in compare.py
         return compare.main(argv[1:])
+    if argv[:1] == ["instability"]:  # the subcommand `instability RUN_DIR ...`, below
+        parser = _Parser(prog="python -m lth_helpers instability", description=instability.__doc__.split("\n\n")[0])
+        add_instability_arguments(parser)
+        return run_instability(parser.parse_args(argv[1:]), parser)
     parser = build_parser()
     args = parser.parse_args(argv)
     overrides = {
@@ -195,3 +208,76 @@ def report_inference(out: Path, test_x: torch.Tensor, last_level: int) -> None:
         f"exported the level-{last_level} ticket as {form}: {ticket} ({ticket.stat().st_size / 1024:,.0f} KB); "
         f"load it with lth_helpers.inference.load_ticket"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# python -m lth_helpers instability RUN_DIR [--levels L,L] [--points N] [--rewind-iterations K,K]
+
+
+def _parse_counts(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def add_instability_arguments(parser: argparse.ArgumentParser) -> None:
+    """The instability subcommand's arguments (see instability.py)."""
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    parser.add_argument(
+        "--levels",
+        type=_parse_counts,
+        metavar="L,L",
+        help="levels to analyse (default: those nearest the paper's Figure 3 sparsities, 100%% down to 1.9%%)",
+    )
+    parser.add_argument(
+        "--points",
+        type=int,
+        default=instability.POINTS,
+        metavar="N",
+        help=f"evenly spaced points along each straight path, both ends included (default: {instability.POINTS})",
+    )
+    parser.add_argument(
+        *("--rewind-iterations", "--rewind_iterations"),
+        dest="rewind_iterations",
+        type=_parse_counts,
+        metavar="K,K",
+        help="iterations of the dense network's training that its copies start from (default: the run's rewind "
+        "point); level 0 is analysed from each",
+    )
+    _add_data_and_device(parser)
+
+
+def run_instability(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Exit 2 for bad input (not a finished run folder, a level it lacks, too few points, a rewind iteration outside
+    training, an unknown device), 1 when MNIST is missing or damaged, the folder is damaged or in use, a copy diverges
+    or a file cannot be written, 130 when interrupted; nothing is written unless the analysis finishes."""
+    run_dir = Path(args.run_dir)
+    try:
+        device = resolve_device(args.device)
+        cfg = instability.finished_config(run_dir)
+        instability.wanted_pairs(cfg, args.levels, args.rewind_iterations, args.points, RunFolder(run_dir).results())
+    except DamagedFileError as error:
+        return _fail(parser, error)
+    except (ConfigError, InstabilityError) as error:
+        parser.error(str(error))
+    try:
+        data = load_mnist(data_dir(args.data_dir), cfg.val_size, device)
+        paths = instability.instability_analysis(
+            run_dir,
+            data,
+            levels=args.levels,
+            points=args.points,
+            rewind_iterations=args.rewind_iterations,
+            progress=not args.no_progress,
+        )
+    except (DataError, ExperimentError, RunFolderError, OSError) as error:
+        return _fail(parser, error)
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written; the same command starts the analysis again", file=sys.stderr)
+        return 130
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(instability.instability_table(paths).to_string())
+    print("\n".join(instability.instability_conclusions(paths)))
+    print(f"{instability.TABLE} and {instability.FIGURE} are in {run_dir}")
+    return 0

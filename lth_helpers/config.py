@@ -22,7 +22,7 @@ import torch
 
 from .model import INPUT_SIZE, N_CLASSES, layer_shapes
 
-CONTROLS = ("reinit", "random_prune")  # the baselines that can be trained beside the ticket
+CONTROLS = ("reinit", "random_prune", "one_shot")  # the baselines that can be trained beside the ticket
 CONDITIONS = ("ticket", *CONTROLS)  # what a network of a level is: the ticket, or a control
 INITS = ("glorot_normal", "kaiming_uniform")
 DEVICES = ("auto", "cpu", "cuda")
@@ -56,7 +56,7 @@ class Config:
     prune_rate_output: float = _f(0.1, "fraction of surviving fc3 weights pruned per round (layer-wise pruning only)")
     global_pruning: bool = _f(False, "rank all weights of a network together instead of layer by layer")
     rewind_iteration: int = _f(0, "rewind survivors to their weights after this many iterations (0 = initialization)")
-    controls: tuple[str, ...] = _f(("reinit",), "baselines trained beside the ticket: reinit, random_prune")
+    controls: tuple[str, ...] = _f(("reinit",), f"baselines trained beside the ticket: {', '.join(CONTROLS)}")
     trials: int = _f(5, "independent repetitions with different seeds")
     seed: int = _f(0, "base random seed (initialization, batch order, controls)")
 

@@ -29,8 +29,9 @@ STYLE = {
     "ticket": ("winning ticket", "tab:blue", "o"),
     "reinit": (CONTROL_NAMES["reinit"], "tab:orange", "s"),
     "random_prune": (CONTROL_NAMES["random_prune"], "tab:green", "^"),
+    "one_shot": (CONTROL_NAMES["one_shot"], "tab:red", "D"),
 }
-FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png")
+FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png", "generalization.png")
 TICKET_FIGURES = ("masks_input_pixels.png", "layer_sparsity.png", "accuracy_at_init.png", "initial_weights.png")
 LAYER_COLORS = dict(zip(LAYERS, ("tab:purple", "tab:red", "tab:brown")))
 INFERENCE_FIGURE = "inference_latency.png"
@@ -95,6 +96,33 @@ def plot_early_stop_vs_weights(results: pd.DataFrame) -> Figure:
     return _against_weights(
         results, "early_stop_iteration", "early-stopping iteration", "Iteration of minimum validation loss"
     )
+
+
+def plot_generalization(results: pd.DataFrame) -> Figure:
+    """Accuracy on the whole training split and on the test set at the end of training, and the gap between them,
+    against weights remaining (the paper's Figure 4b and its Appendix D): every condition, means over trials."""
+    results = _on_log_axis(results)
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    accuracy, gap = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    train, test = _per_condition(results, "final_train_accuracy"), _per_condition(results, "final_test_accuracy")
+    gaps = _per_condition(results.assign(gap=results.final_train_accuracy - results.final_test_accuracy), "gap")
+    for condition, stats in test.items():
+        label, color, marker = STYLE[condition]
+        accuracy.plot(stats.x, stats["mean"], color=color, marker=marker, markersize=4, label=label)
+        accuracy.plot(train[condition].x, train[condition]["mean"], color=color, linestyle="--")
+        gap.plot(gaps[condition].x, gaps[condition]["mean"], color=color, marker=marker, markersize=4, label=label)
+    for ax, ylabel, title in (
+        (accuracy, "accuracy at the end of training (%)", "Training (dashed) and test (solid) accuracy"),
+        (gap, "training minus test accuracy (points)", "Generalization gap"),
+    ):
+        percent_axis(ax, results.percent_remaining)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    gap.legend()
+    n_trials = results.trial.nunique()
+    fig.suptitle("At the end of training" + (f" (mean of {n_trials} trials)" if n_trials > 1 else ""))
+    return fig
 
 
 def curve_levels(results: pd.DataFrame, percents: tuple[float, ...] = CURVE_PERCENTS) -> list[int]:
@@ -240,13 +268,14 @@ def plot_initial_weights(run_dir: Path, level: int | None = None) -> Figure:
 
 
 def save_figures(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Write the paper's three figures and the four of what the ticket keeps as PNG files into the run folder
+    """Write the paper's four figures and the four of what the ticket keeps as PNG files into the run folder
     `out_dir` (the latter read its masks and init.pt)."""
     out_dir = Path(out_dir)
     figures = (
         plot_accuracy_vs_weights(results),
         plot_early_stop_vs_weights(results),
         plot_curves(curves, results),
+        plot_generalization(results),
         plot_input_pixels(out_dir),
         plot_layer_sparsity(results),
         plot_accuracy_at_init(curves, results),

@@ -4,9 +4,10 @@
         run.save("init.pt", tensors)
 
 The folder holds config.json, init.pt (theta_0 of every trial), rewind.pt (late rewinding only),
-masks/level_NN.pt, tickets/level_NN.pt (trial 0's trained ticket), results.csv, curves.csv and
-progress.json; a level counts as finished once progress.json says so. Beside them, manifest.json lists
-every file this tool wrote there (what --overwrite removes) and run.lock is the lock.
+dense.pt (every trial's trained dense network), masks/level_NN.pt, tickets/level_NN.pt (trial 0's
+trained ticket), results.csv, curves.csv and progress.json; a level counts as finished once
+progress.json says so. Beside them, manifest.json lists every file this tool wrote there (what
+--overwrite removes) and run.lock is the lock.
 
 One way to write a file, `write_atomic`: to a temporary name in the same folder, then renamed into place, so a
 file is either whole or absent; a failed write (a full disk, no permission) removes its temporary file and raises
@@ -33,7 +34,7 @@ import torch
 from .config import CONDITIONS, Config
 from .model import LAYERS, layer_shapes
 from .pruning import Masks
-from .training import METRICS
+from .training import METRICS, TRAIN_METRICS
 
 try:
     import fcntl  # POSIX: the lock that keeps two runs out of one folder
@@ -58,16 +59,24 @@ TABLE_COLUMNS = {
         "early_stop_test_accuracy",
         "final_test_accuracy",
         "final_test_loss",
+        *(f"final_{name}" for name in TRAIN_METRICS),
         "train_seconds",
     ),
     "curves.csv": ("level", "condition", "trial", "iteration", *METRICS),
 }
-MASK_CONDITIONS = ("ticket", "random_prune")  # the masks saved per level: the ticket's and the random control's
 # The files of a run folder written before manifests existed: the names this tool gives its files.
 LEGACY_FILES = ("config.json", "init.pt", "rewind.pt", "results.csv", "curves.csv", "progress.json", "inference.csv")
+# Files of later versions, which a folder whose manifest cannot be read may hold too.
+NEWER_FILES = ("dense.pt", "instability.csv", "instability.png")
 LEVEL_FILE = re.compile(r"(masks/level_|tickets/level_|ticket_level_)\d\d+\.pt")
 
 T = TypeVar("T")
+
+
+def mask_conditions(cfg: Config) -> tuple[str, ...]:
+    """The conditions whose masks a level's mask file holds: the ticket's, the random control's, and the one-shot
+    control's when the config trains it (the reinit control uses the ticket's)."""
+    return ("ticket", "random_prune", *(("one_shot",) if "one_shot" in cfg.controls else ()))
 
 
 class RunFolderError(RuntimeError):
@@ -264,7 +273,7 @@ class RunFolder:
         if names is None:
             from .plotting import FIGURES, INFERENCE_FIGURE  # here: plotting imports this module
 
-            names = {*LEGACY_FILES, *FIGURES, INFERENCE_FIGURE, *self._level_files()}
+            names = {*LEGACY_FILES, *NEWER_FILES, *FIGURES, INFERENCE_FIGURE, *self._level_files()}
         candidates = [*sorted(names), *(f"{n}.tmp" for n in sorted(names)), f"{MANIFEST}.tmp", MANIFEST]
         return [n for n in candidates if not existing or (self.path / n).is_file()]
 
@@ -358,7 +367,7 @@ class RunFolder:
             return None
         shapes = layer_shapes(cfg.fc1_width, cfg.fc2_width)
         if name.startswith("masks/"):
-            return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in MASK_CONDITIONS for layer in LAYERS}
+            return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in mask_conditions(cfg) for layer in LAYERS}
         n = 1 if name.startswith("tickets/") else cfg.trials
         params = {}
         for layer in LAYERS:

@@ -33,6 +33,7 @@ from .model import LAYERS, Params, StackedMLP, stacked_linear
 from .pruning import current_params, pruned_weight
 
 METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+TRAIN_METRICS = ("train_loss", "train_accuracy")  # taken once, at the end of training: the whole training split
 
 
 DIVERGENCE_FACTOR = 100  # a training loss this many times its start (at least ln 10, a uniform guess) has diverged
@@ -56,6 +57,7 @@ class TrainResult:
     iterations: list[int]  # the iterations at which the metrics were taken (0 = before training)
     metrics: dict[str, torch.Tensor]  # METRICS name -> (len(iterations), n_networks); accuracies in %
     seconds: float  # wall-clock time of the whole call, evaluations included
+    train_metrics: dict[str, torch.Tensor]  # TRAIN_METRICS name -> (n_networks,): the whole training split, at the end
 
 
 def train_networks(
@@ -76,7 +78,8 @@ def train_networks(
 ) -> TrainResult:
     """Train every network of `model` for `iterations` Adam steps; network i draws batches with batch_seeds[i].
 
-    Evaluates on validation and test before training, every `eval_every` iterations and at the end.
+    Evaluates on validation and test before training, every `eval_every` iterations and at the end; on the whole
+    training split once, at the end (`train_metrics`: how well each network fits the data it learned from).
     Raises DivergenceError at the first non-finite or exploded training loss. `fast` picks the step: FastStep (the
     default), or ReferenceStep, plain autograd and Adam. `cuda_graph` (fast step only) defaults to "on CUDA"; `compile`
     (fast step only) compiles the step with torch.compile, off unless measured faster (see FastStep).
@@ -109,7 +112,10 @@ def train_networks(
     if device.type == "cuda":
         torch.cuda.synchronize()
     metrics = {name: torch.stack([h[name] for h in history]).cpu() for name in METRICS}
-    return TrainResult(current_params(model), snapshot, checkpoints, metrics, time.perf_counter() - start)
+    train_metrics = dict(zip(TRAIN_METRICS, (m.cpu() for m in evaluate(model, data.train_x, data.train_y))))
+    return TrainResult(
+        current_params(model), snapshot, checkpoints, metrics, time.perf_counter() - start, train_metrics
+    )
 
 
 def reference_step(

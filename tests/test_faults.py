@@ -33,10 +33,14 @@ from lth_helpers.inference import load_ticket
 from lth_helpers.runs import DamagedFileError, RunFolder, RunFolderError, write_atomic
 from tests.conftest import REPO, synthetic_splits, tiny_config
 
-CFG = tiny_config(rounds=1, trials=1, iterations=20, rewind_iteration=5)  # rewind.pt too: every kind of file
+# rewind.pt and every control's masks too: every kind of file
+CFG = tiny_config(
+    rounds=1, trials=1, iterations=20, rewind_iteration=5, controls=("reinit", "random_prune", "one_shot")
+)
 FLAGS = [
     *("--preset smoke --fc1-width 40 --fc2-width 20 --iterations 20 --eval-every 10 --batch-size 32".split()),
     *("--val-size 200 --rounds 1 --learning-rate 0.002 --rewind-iteration 5 --no-progress".split()),
+    *("--controls reinit,random_prune,one_shot".split()),
 ]
 FULL_DISK = OSError(errno.ENOSPC, "No space left on device")
 REAL_REPLACE = os.replace
@@ -181,6 +185,7 @@ RUN_FILES = [
     "progress.json",
     "init.pt",
     "rewind.pt",
+    "dense.pt",
     "masks/level_01.pt",
     "tickets/level_01.pt",
     "results.csv",
@@ -192,7 +197,7 @@ def read_back(folder: Path) -> None:
     """What a rerun, the report and a resumed level 1 read: every file of the folder."""
     run_experiment(CFG, folder, synthetic_splits(), progress=False)
     run = RunFolder(folder)
-    run.curves(), run.load_masks(1), run.load("tickets/level_01.pt"), run.load("rewind.pt")
+    run.curves(), run.load_masks(1), run.load("tickets/level_01.pt"), run.load("rewind.pt"), run.load("dense.pt")
 
 
 def cut_lengths(data: bytes) -> list[int]:
@@ -246,7 +251,7 @@ def test_a_json_file_holding_wrong_values_is_named(name, content, copy):
     assert snapshot(copy) == before
 
 
-TENSOR_FILES = ["init.pt", "rewind.pt", "masks/level_01.pt", "tickets/level_01.pt"]
+TENSOR_FILES = ["init.pt", "rewind.pt", "dense.pt", "masks/level_01.pt", "tickets/level_01.pt"]
 WRONG_TENSORS = {
     "a list": lambda tensors: list(tensors.values()),
     "a tensor": lambda tensors: next(iter(tensors.values())),

@@ -54,7 +54,7 @@ def test_save_figures_writes_the_papers_figures_and_what_the_ticket_keeps_into_t
     run = RunFolder(run_dir)
     paths = save_figures(run.results(), run.curves(), run_dir)
     names = {path.name for path in paths}
-    assert names == set(FIGURES + TICKET_FIGURES) and len(names) == 7
+    assert names == set(FIGURES + TICKET_FIGURES) and len(names) == 8
     assert all(path.parent == run_dir and path.stat().st_size > 10_000 for path in paths)
 
 
