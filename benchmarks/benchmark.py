@@ -35,6 +35,7 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lth_helpers import (  # noqa: E402
+    FastStep,
     StackedMLP,
     build_model,
     data_dir,
@@ -140,7 +141,7 @@ def ours(
         learning_rate=1.2e-3,
         batch_seeds=list(range(n_networks)),
         progress=False,
-        compile=compile,
+        step=functools.partial(FastStep, compile=compile),
     )
 
     def fresh() -> StackedMLP:
@@ -216,7 +217,7 @@ def main() -> None:
     data = load_mnist(root, 5000, device)
     name = torch.cuda.get_device_name() if gpu else f"{torch.get_num_threads()}-thread CPU"
     if args.compile:  # the presets train through experiment.run_experiment, which calls train_networks by name
-        experiment.train_networks = functools.partial(train_networks, compile=True)
+        experiment.train_networks = functools.partial(train_networks, step=functools.partial(FastStep, compile=True))
         name += ", compiled step"
     print(f"torch {torch.__version__} on {name}; {iterations} iterations per measurement", flush=True)
 

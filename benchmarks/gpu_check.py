@@ -19,6 +19,7 @@ that one failing or running long does not stop the rest:
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -36,7 +37,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 from benchmark import level_one_stack  # noqa: E402
 
-from lth_helpers import build_model, data_dir, load_mnist  # noqa: E402
+from lth_helpers import FastStep, build_model, data_dir, load_mnist  # noqa: E402
 from lth_helpers.training import train_networks  # noqa: E402
 
 
@@ -92,7 +93,8 @@ def memory_levels(data_root: Path, levels: int = 6, iterations: int = 500) -> No
         for _ in range(levels):
             model = build_model(params, masks).cuda()
             common = dict(batch_size=60, learning_rate=1.2e-3, batch_seeds=list(range(10)), progress=False)
-            train_networks(model, data, iterations=iterations, eval_every=100, compile=compile, **common)
+            step = functools.partial(FastStep, compile=compile)
+            train_networks(model, data, iterations=iterations, eval_every=100, step=step, **common)
             del model
             gc.collect()
             torch.cuda.synchronize()

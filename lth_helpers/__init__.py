@@ -38,7 +38,7 @@ from .plotting import (
     plot_layer_sparsity,
     save_figures,
 )
-from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_, rewind_check
+from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_
 from .report import (
     accuracy_at_init_conclusions,
     conclusions,
@@ -47,11 +47,10 @@ from .report import (
     inference_summary,
     one_shot_conclusions,
     paper_comparison,
-    sparsity_table,
     summary_table,
 )
 from .runs import RunFolder
-from .training import evaluate_all, reference_step, train_networks
+from .training import ReferenceStep, reference_step, train_networks
 
 __all__ = [
     "CompareError",
@@ -81,12 +80,12 @@ __all__ = [
     "Config",
     "ConfigError",
     "FastStep",
+    "ReferenceStep",
     "RunFolder",
     "StackedMLP",
     "build_model",
     "conclusions",
     "data_dir",
-    "evaluate_all",
     "default_preset",
     "full_masks",
     "get_masks",
@@ -102,10 +101,8 @@ __all__ = [
     "reference_step",
     "resolve_device",
     "rewind_",
-    "rewind_check",
     "run_experiment",
     "save_figures",
-    "sparsity_table",
     "summary_table",
     "train_networks",
 ]

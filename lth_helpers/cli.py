@@ -82,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--preset",
-        help=f"starting point: {', '.join(PRESETS)} (default: paper on a GPU, where it takes minutes; seed on a CPU, "
-        "where paper takes hours and seed about a minute)",
+        help=f"starting point: {', '.join(PRESETS)} (default: paper on a GPU, seed (sized for a CPU) on a CPU)",
     )
     parser.add_argument("--out", help="run folder (default: runs/PRESET-HASH, a hash of the config)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another config")

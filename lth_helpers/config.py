@@ -84,7 +84,7 @@ class Config:
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's LeNet-300-100 experiment: the dataclass defaults.
     "paper": {},
-    # A minute on a CPU: 5 epochs of 55,000 images a level, PyTorch's default init, global pruning of 20% a round.
+    # Sized for a CPU: 5 epochs of 55,000 images a level, PyTorch's default init, global pruning of 20% a round.
     "seed": dict(
         init="kaiming_uniform",
         learning_rate=1e-3,
@@ -96,7 +96,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         global_pruning=True,
         trials=1,
     ),
-    # Seconds on a CPU: for tests and for trying the pipeline end to end.
+    # The smallest run: for tests and for trying the pipeline end to end.
     "smoke": dict(iterations=400, eval_every=100, rounds=1, trials=1, controls=("reinit", "random_prune")),
 }
 
@@ -182,8 +182,8 @@ def validate(cfg: Config) -> None:
 
 
 def default_preset(device: torch.device) -> str:
-    """The preset a run uses when none is named: `paper` on a GPU, where the paper's whole figure takes minutes, and
-    `seed` on a CPU, where `paper` takes hours and `seed` about a minute. (`Config()` itself is the paper's setting.)"""
+    """The preset a run uses when none is named: `paper` on a GPU, `seed` (a run sized for a CPU) on a CPU.
+    (`Config()` itself is the paper's setting; how long each preset takes on named machines: docs/performance.md.)"""
     return "paper" if device.type == "cuda" else "seed"
 
 

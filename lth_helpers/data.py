@@ -154,7 +154,7 @@ class BatchSampler:
 def get_batch(x: torch.Tensor, y: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gather a batch for every network: indices (n, b) -> inputs (n, b, features), labels (n, b).
 
-    index_select on the flattened indices: on the CPU twice as fast as x[indices] for these sizes.
+    index_select on the flattened indices, which gathers whole rows, rather than advanced indexing x[indices].
     """
     flat = indices.reshape(-1)
     return x.index_select(0, flat).view(*indices.shape, -1), y.index_select(0, flat).view(indices.shape)

@@ -44,7 +44,9 @@ class ExperimentError(RuntimeError):
 
 
 @dataclass
-class Network:
+class TrainingSpec:
+    """What one network of a level trains from: its starting weights and mask, and the order of its batches."""
+
     condition: str  # "ticket" or a control
     trial: int
     params: Params  # a stack of one: where training starts
@@ -141,7 +143,7 @@ def _run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool) 
         run.finish_level(level, level_rows(level, networks, result), curve_rows(level, networks, result))
 
 
-def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[str, Masks]) -> list[Network]:
+def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[str, Masks]) -> list[TrainingSpec]:
     """The ticket of every trial, then (after level 0) each control of every trial."""
     conditions = ("ticket", *cfg.controls) if level > 0 else ("ticket",)
     networks = []
@@ -152,7 +154,7 @@ def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[st
                 seed = derive_seed(cfg.seed, "reinit", trial, level)
                 start = init_params([seed], cfg.fc1_width, cfg.fc2_width, cfg.init)
             mask = select(masks.get(condition, masks["ticket"]), [trial])  # reinit: the ticket's mask
-            networks.append(Network(condition, trial, start, mask, derive_seed(cfg.seed, "batches", trial, level)))
+            networks.append(TrainingSpec(condition, trial, start, mask, derive_seed(cfg.seed, "batches", trial, level)))
     return networks
 
 
@@ -164,7 +166,9 @@ def prune_ticket(cfg: Config, trained: Params, masks: Masks, device: torch.devic
     return _to(new, "cpu")
 
 
-def _train_level(cfg: Config, level: int, networks: list[Network], data: MNISTSplits, progress: bool) -> TrainResult:
+def _train_level(
+    cfg: Config, level: int, networks: list[TrainingSpec], data: MNISTSplits, progress: bool
+) -> TrainResult:
     device = data.train_x.device
     model = build_model(
         _to(concat([n.params for n in networks]), device), _to(concat([n.masks for n in networks]), device)
@@ -199,7 +203,7 @@ def _to(stack: dict[str, torch.Tensor], device: torch.device | str) -> dict[str,
 # Results as tables
 
 
-def level_rows(level: int, networks: list[Network], result: TrainResult) -> list[dict]:
+def level_rows(level: int, networks: list[TrainingSpec], result: TrainResult) -> list[dict]:
     """One results.csv row per network of the level."""
     total_weights = sum(m.numel() for m in networks[0].masks.values())
     val_loss = result.metrics["val_loss"]
@@ -228,7 +232,7 @@ def level_rows(level: int, networks: list[Network], result: TrainResult) -> list
     return rows
 
 
-def curve_rows(level: int, networks: list[Network], result: TrainResult) -> list[dict]:
+def curve_rows(level: int, networks: list[TrainingSpec], result: TrainResult) -> list[dict]:
     """One curves.csv row per network and evaluation point."""
     return [
         {

@@ -3,7 +3,8 @@
     with FastStep(model, data, learning_rate=1.2e-3) as step:   # the block flushes subnormal floats on the CPU
         losses = step(indices)                                  # indices (n, batch): one batch per network
 
-`FastStep` is the only entry point; train_networks uses it by default. Each trick, and why it exists:
+`FastStep` is the only entry point; train_networks uses it by default, and takes it with options as its `step`,
+e.g. `functools.partial(FastStep, compile=True)`. Each trick, and why it exists:
 
 - Hand-written gradients. The three layers' gradients are written out (`_loss_and_gradients`) instead of
   recorded and replayed by autograd: for a network this small, autograd's bookkeeping is a large share of a
@@ -30,7 +31,7 @@
   become fewer, fused kernels, the mask folded into the update's one pass over each parameter, and on CUDA
   those kernels are what the graph captures. The compiled code takes tensors only, so every level's new step
   reuses it. The rule for the default: off unless measured faster on that device, and so off on the CPU and
-  on CUDA alike until it is. If compiling fails (no C++ compiler, no Triton, an op Inductor cannot handle),
+  on CUDA alike (docs/performance.md). If compiling fails (no C++ compiler, no Triton, an op Inductor cannot handle),
   the step warns once and trains uncompiled, the same step. It rounds a little differently from the fused
   Adam kernel (fused arithmetic, another order of operations).
 """
@@ -62,7 +63,7 @@ class FastStep:
     outside a `with` block are the same steps, only slower where subnormals occur. `cuda_graph` defaults to
     "the data is on CUDA"; `graph` is the captured CUDA graph once there is one. `compile` compiles the step's
     arithmetic with torch.compile from the second step on (the first, uncompiled, creates Adam's state); the
-    first compiled step pays the compile, seconds to a minute. `compiled` says whether steps now run compiled.
+    first compiled step pays for the compile. `compiled` says whether steps now run compiled.
     """
 
     WARMUP = 3  # eager steps before capture, so that Adam's state and cuBLAS workspaces exist

@@ -44,7 +44,7 @@ from .plotting import STYLE, curve_levels
 from .pruning import Masks, build_model, full_masks
 from .report import format_percent, mean_std
 from .runs import RunFolder
-from .training import DIVERGED, DivergenceError, evaluate, train_networks
+from .training import DIVERGED, DivergenceError, Evaluator, train_networks
 
 POINTS = 25  # evenly spaced points along each straight path, both ends included
 STABLE_BELOW = 2.0  # points of test error: the paper's threshold for a stable network
@@ -268,7 +268,7 @@ def path_table(pairs: list[Pair], ends: Params, data: MNISTSplits, points: int) 
         model = path_model(
             select(ends, [2 * i for i in chosen]), select(ends, [2 * i + 1 for i in chosen]), masks, alphas
         )
-        loss, accuracy = evaluate(model.to(data.test_x.device), data.test_x, data.test_y)
+        (loss,), (accuracy,) = Evaluator([(data.test_x, data.test_y)], model.n_networks)(model.to(data.test_x.device))
         errors.append((100 - accuracy).cpu().view(len(chosen), points))
         losses.append(loss.cpu().view(len(chosen), points))
     error, loss = torch.cat(errors), torch.cat(losses)

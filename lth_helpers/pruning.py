@@ -76,20 +76,6 @@ def rewind_(model: StackedMLP, params: Params) -> StackedMLP:
     return model
 
 
-def rewind_check(model: StackedMLP, params: Params) -> dict[str, dict[str, bool]]:
-    """Per layer: do the survivors hold exactly `params`, are the pruned weights exactly zero, and the biases reset?"""
-    model(torch.zeros(1, model.fc1.weight.shape[2], device=model.fc1.bias.device))  # let the pre-hooks run
-    checks = {}
-    for name in LAYERS:
-        layer, mask = getattr(model, name), getattr(model, name).weight_mask.bool()
-        checks[name] = {
-            "survivors == initial": bool(torch.equal(layer.weight[mask], params[f"{name}.weight"][mask])),
-            "pruned == 0": bool((layer.weight[~mask] == 0).all()),
-            "bias == initial": bool(torch.equal(layer.bias, params[f"{name}.bias"])),
-        }
-    return checks
-
-
 def build_model(params: Params, masks: Masks) -> StackedMLP:
     """A stacked model pruned to `masks` (prune.custom_from_mask) whose survivors start at `params`.
 

@@ -29,15 +29,6 @@ def format_percent(percent: float) -> str:
     return f"{percent:.1f}%" if percent >= 1 else f"{percent:.2g}%"
 
 
-def sparsity_table(masks: dict) -> pd.DataFrame:
-    """Surviving weights per layer of the first network in `masks` (layer name -> (n, out, in))."""
-    rows = {name: {"weights": m[0].numel(), "remaining": int(m[0].sum())} for name, m in masks.items()}
-    table = pd.DataFrame(rows).T
-    table.loc["total"] = table.sum()
-    table["% remaining"] = (100 * table.remaining / table.weights).round(2)
-    return table
-
-
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per level: the ticket's sparsity, loss and accuracies, the controls' accuracies, time.
 

@@ -9,11 +9,11 @@ exactly the gradient of its own loss. (The rounding: torch's fused CPU Adam upda
 the tensor's last full vector on a scalar path, so which network's last biases take it depends on the
 stack size.)
 
-A training step is one of two, the same step computed two ways (tested equal): `reference_step`, plain
-autograd through the forward pre-hooks of `torch.nn.utils.prune`, which is the definition; and
-fast_step.FastStep, the default, which adds every speed trick (hand-written gradients, fused Adam,
-subnormal flushing, CUDA graphs, optionally torch.compile). The host waits for the device only at evaluation
-points, where `Evaluator` takes validation and test together.
+A training step is one of two, the same step computed two ways (tested equal), chosen by train_networks' `step`:
+`ReferenceStep`, plain autograd through the forward pre-hooks of `torch.nn.utils.prune`, which is the definition;
+and fast_step.FastStep, the default, which adds every speed trick (hand-written gradients, fused Adam, subnormal
+flushing, CUDA graphs, optionally torch.compile). The host waits for the device only at evaluation points, where
+`Evaluator` takes validation and test together.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,20 @@ class DivergenceError(RuntimeError):
         self.network, self.iteration = network, iteration
 
 
+class TrainingStep(Protocol):
+    """What train_networks trains with: `step(indices)` takes one Adam step for every network on the batches
+    `indices` (n, batch) pick and returns the per-network losses (n,); training runs inside its `with` block."""
+
+    def __enter__(self) -> TrainingStep: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def __call__(self, indices: torch.Tensor) -> torch.Tensor: ...
+
+
+StepFactory = Callable[[StackedMLP, MNISTSplits, float], TrainingStep]  # (model, data, learning_rate) -> a step
+
+
 @dataclass
 class TrainResult:
     params: Params  # the trained weights (weight_orig x mask) and biases, a stack
@@ -70,9 +86,7 @@ def train_networks(
     eval_every: int,
     batch_seeds: list[int],
     snapshot_iteration: int | None = None,
-    fast: bool = True,
-    cuda_graph: bool | None = None,
-    compile: bool = False,
+    step: StepFactory = FastStep,
     desc: str = "train",
     progress: bool = True,
 ) -> TrainResult:
@@ -80,27 +94,22 @@ def train_networks(
 
     Evaluates on validation and test before training, every `eval_every` iterations and at the end; on the whole
     training split once, at the end (`train_metrics`: how well each network fits the data it learned from).
-    Raises DivergenceError at the first non-finite or exploded training loss. `fast` picks the step: FastStep (the
-    default), or ReferenceStep, plain autograd and Adam. `cuda_graph` (fast step only) defaults to "on CUDA"; `compile`
-    (fast step only) compiles the step with torch.compile, off unless measured faster (see FastStep).
+    Raises DivergenceError at the first non-finite or exploded training loss. `step(model, data, learning_rate)`
+    makes the training step: FastStep (the default), ReferenceStep (plain autograd and Adam), or FastStep with its
+    options, e.g. `functools.partial(FastStep, compile=True)`.
     """
-    for option, value in (("cuda_graph", cuda_graph), ("compile", compile)):
-        if value and not fast:
-            raise ValueError(f"{option}=True needs the fast step (fast=True); the reference step runs eagerly")
     device = data.train_x.device
     sampler = BatchSampler(batch_seeds, len(data.train_y), batch_size, device)
-    step = (
-        FastStep(model, data, learning_rate, cuda_graph, compile) if fast else ReferenceStep(model, data, learning_rate)
-    )
+    train_step = step(model, data, learning_rate)
     window = torch.zeros(min(eval_every, iterations), model.n_networks, device=device)  # losses since the last eval
     checkpoints = sorted({0, *range(eval_every, iterations, eval_every), iterations})
     snapshot, start = None, time.perf_counter()
     evaluator = Evaluator.validation_and_test(data, model.n_networks)
     history = [evaluator.metrics(model)]
-    with step, tqdm(total=iterations, desc=desc, leave=False, disable=not progress) as bar:
+    with train_step, tqdm(total=iterations, desc=desc, leave=False, disable=not progress) as bar:
         for begin, end in zip(checkpoints, checkpoints[1:]):
             for it in range(begin, end):
-                window[it - begin] = step(sampler.indices(it))
+                window[it - begin] = train_step(sampler.indices(it))
                 if it + 1 == snapshot_iteration:
                     snapshot = current_params(model)
             if begin == 0:  # window[0]: each network's loss before its first step
@@ -112,7 +121,8 @@ def train_networks(
     if device.type == "cuda":
         torch.cuda.synchronize()
     metrics = {name: torch.stack([h[name] for h in history]).cpu() for name in METRICS}
-    train_metrics = dict(zip(TRAIN_METRICS, (m.cpu() for m in evaluate(model, data.train_x, data.train_y))))
+    (train_loss,), (train_accuracy,) = Evaluator([(data.train_x, data.train_y)], model.n_networks)(model)
+    train_metrics = dict(zip(TRAIN_METRICS, (train_loss.cpu(), train_accuracy.cpu())))
     return TrainResult(
         current_params(model), snapshot, checkpoints, metrics, time.perf_counter() - start, train_metrics
     )
@@ -217,19 +227,6 @@ def _logits(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Te
     for weight, bias in zip(weights[:-1], biases[:-1]):
         h = stacked_linear(weight, bias, h).relu_()
     return stacked_linear(weights[-1], biases[-1], h)
-
-
-def evaluate(
-    model: StackedMLP, x: torch.Tensor, y: torch.Tensor, chunk: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy and accuracy (%) of every network on (x, y): two tensors of shape (n,). See Evaluator."""
-    losses, accuracies = Evaluator([(x, y)], model.n_networks, chunk)(model)
-    return losses[0], accuracies[0]
-
-
-def evaluate_all(model: StackedMLP, data: MNISTSplits) -> dict[str, torch.Tensor]:
-    """Loss and accuracy of every network on validation and test: METRICS name -> (n,)."""
-    return Evaluator.validation_and_test(data, model.n_networks).metrics(model)
 
 
 def _check_finite(losses: torch.Tensor, first_iteration: int, limit: torch.Tensor) -> None:

@@ -4,6 +4,7 @@ The compiled step, compiled and captured, trains as the captured step does, up t
 
 from __future__ import annotations
 
+import functools
 import gc
 import warnings
 
@@ -47,7 +48,7 @@ def test_cuda_graph_training_equals_eager_training(tiny_cuda_data):
             eval_every=20,
             batch_seeds=[4, 5, 4],
             snapshot_iteration=10,
-            cuda_graph=graph,
+            step=functools.partial(FastStep, cuda_graph=graph),
             progress=False,
         )
     for key, value in results[False].params.items():
@@ -168,7 +169,13 @@ def test_train_networks_with_the_compiled_step_on_cuda_learns_as_the_captured_st
     params, masks = _pruned_cuda_stack()
     common = dict(iterations=100, batch_size=32, learning_rate=2e-3, eval_every=50, batch_seeds=[4, 5, 4])
     results = {
-        compile: train_networks(build_model(params, masks), tiny_cuda_data, compile=compile, progress=False, **common)
+        compile: train_networks(
+            build_model(params, masks),
+            tiny_cuda_data,
+            step=functools.partial(FastStep, compile=compile),
+            progress=False,
+            **common,
+        )
         for compile in (False, True)
     }
     torch.testing.assert_close(

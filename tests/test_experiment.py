@@ -356,21 +356,23 @@ def test_a_stack_with_the_one_shot_control_trains_each_network_as_it_would_train
 def test_training_accuracy_is_taken_once_per_level_on_the_whole_training_split(tmp_path, tiny_data, monkeypatch):
     cfg = small(rounds=1)
     calls = []
-    real_evaluate = training.evaluate
+    real_call = training.Evaluator.__call__
 
-    def counting(model, x, y, *args, **kwargs):
-        calls.append(len(y))
-        return real_evaluate(model, x, y, *args, **kwargs)
+    def counting(self, model):
+        calls.append(len(self.y))
+        return real_call(self, model)
 
-    monkeypatch.setattr(training, "evaluate", counting)
+    monkeypatch.setattr(training.Evaluator, "__call__", counting)
     results = run(cfg, tmp_path, tiny_data)
-    assert calls == [len(tiny_data.train_y)] * (cfg.rounds + 1)  # once per training call, every training image
+    evaluations = 1 + cfg.iterations // cfg.eval_every  # validation and test: before training and at each checkpoint
+    split = len(tiny_data.val_y) + len(tiny_data.test_y)
+    assert calls == ([split] * evaluations + [len(tiny_data.train_y)]) * (cfg.rounds + 1)  # the training split: once
     folder = RunFolder(tmp_path)
     ticket = results[(results.condition == "ticket") & (results.trial == 0)].set_index("level")
     for level in range(cfg.rounds + 1):
         model = build_model(
             folder.load(f"tickets/level_{level:02d}.pt"), select(folder.load_masks(level)["ticket"], [0])
         )
-        loss, accuracy = real_evaluate(model, tiny_data.train_x, tiny_data.train_y)
+        (loss,), (accuracy,) = real_call(training.Evaluator([(tiny_data.train_x, tiny_data.train_y)], 1), model)
         assert ticket.final_train_accuracy[level] == pytest.approx(float(accuracy[0]))
         assert ticket.final_train_loss[level] == pytest.approx(float(loss[0]), rel=1e-5)

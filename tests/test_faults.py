@@ -131,7 +131,7 @@ def test_a_full_disk_ends_in_one_line_exit_1_no_temporary_file_and_the_finished_
     assert f"could not write {out / name}: No space left on device" in error and "finished levels are kept" in error
     assert not list(out.rglob("*.tmp")) and not (out / name).exists()
     done = RunFolder(out).levels_done
-    assert len(RunFolder(out).results()) == [0, 1, 4][done]  # what progress.json says is there, and readable
+    assert len(RunFolder(out).results()) == [0, 1, 5][done]  # what progress.json says is there, and readable
 
 
 def test_a_run_cut_by_a_full_disk_resumes_to_the_uninterrupted_results(command, tmp_path, monkeypatch, finished):

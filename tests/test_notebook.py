@@ -10,6 +10,7 @@ import nbformat
 import pandas as pd
 from nbclient import NotebookClient
 
+from lth_helpers.config import CONDITIONS
 from lth_helpers.instability import FIGURE, TABLE
 from lth_helpers.plotting import FIGURES, TICKET_FIGURES
 from tests.conftest import REPO
@@ -33,7 +34,10 @@ def test_notebook_is_committed_without_outputs_and_keeps_the_gpu_runtime():
 def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     index = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
-    injected = f'PRESET = "smoke"\nRUNS_DIR = {str(tmp_path)!r}'  # papermill's convention: a cell after the tagged one
+    # papermill's convention: a cell after the tagged one. Global pruning, as the CPU's default preset prunes: the
+    # by-hand section prunes layer-wise all the same, and the package agrees with it. Every control, one-shot too.
+    overrides = {"global_pruning": True, "controls": ("reinit", "random_prune", "one_shot")}
+    injected = f'PRESET = "smoke"\nOVERRIDES = {overrides!r}\nRUNS_DIR = {str(tmp_path)!r}'
     notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}))
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
 
@@ -48,13 +52,21 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert "Before any training, the dense network scores" in markdown
     assert "At the end of training the dense network scores" in markdown  # the generalization gap
     assert "the dense network ends in two minima whose straight path rises" in markdown  # the instability analysis
-    assert "of weights, instability: winning ticket" in markdown
+    assert "of weights, instability: winning ticket" in markdown and "one-shot pruning" in markdown
     assert "largest on the path" in html and "train acc" in html
     assert "speedup b1000" in html
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "pre-hooks:  ['L1Unstructured']" in printed and "buffers:    ['weight_mask']" in printed
     assert "after assigning weight.data, rewound: False" in printed
     assert "after writing weight_orig, rewound: True" in printed
+    assert "By hand, a round prunes layer-wise" in printed and "The config prunes globally" in printed
+    control = re.search(r"ticket (\S+)% \(loss \S+\), random reinit (\S+)% \(loss \S+\)", printed)
+    assert control and min(float(control.group(1)), float(control.group(2))) > 80  # both trained, side by side
+    assert re.search(r"the ticket is [+-]\d+\.\d\d points against random reinit", printed)
+    assert "weight_orig still holds theta_0: True" in printed  # the pruned entries never moved
+    assert "the last step's gradient of weight_orig there: 0.0" in printed
+    assert "the weight the network computes with is zero there: True" in printed
+    assert "trained ticket's fc1 after prune.remove:" in printed and "buffers:    []" in printed
     gap = re.search(r"Same masks at every level; test losses differ by at most (\S+)", printed)
     assert gap and float(gap.group(1)) < 1e-9  # the package computes what the loop by hand computes
     assert "mask entries that differ" in html
@@ -62,5 +74,5 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
     for name in ("results.csv", "curves.csv", "inference.csv", *FIGURES, *TICKET_FIGURES, TABLE, FIGURE):
         assert (run_dir / name).exists(), name
-    paths = pd.read_csv(run_dir / TABLE)  # the dense network and the sparsest level, ticket and both controls
-    assert set(zip(paths.level, paths.condition)) == {(0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "random_prune")}
+    paths = pd.read_csv(run_dir / TABLE)  # the dense network and the sparsest level, ticket and every control
+    assert set(zip(paths.level, paths.condition)) == {(0, "ticket"), *((1, c) for c in CONDITIONS)}

@@ -18,8 +18,6 @@ from lth_helpers.training import (
     DivergenceError,
     Evaluator,
     ReferenceStep,
-    evaluate,
-    evaluate_all,
     reference_step,
     train_networks,
 )
@@ -28,7 +26,7 @@ from tests.conftest import synthetic_splits
 SHAPES = layer_shapes(300, 100)
 
 
-def _train(params, masks, data, seeds, iterations=30, fast=True):
+def _train(params, masks, data, seeds, iterations=30, step=FastStep):
     model = build_model(params, masks)
     return train_networks(
         model,
@@ -38,7 +36,7 @@ def _train(params, masks, data, seeds, iterations=30, fast=True):
         learning_rate=2e-3,
         eval_every=10,
         batch_seeds=seeds,
-        fast=fast,
+        step=step,
         progress=False,
     )
 
@@ -125,25 +123,28 @@ def test_train_networks_with_the_reference_step_gives_what_the_fast_step_gives(t
     params = init_params([1, 2], 300, 100, "kaiming_uniform")
     masks = prune_by_magnitude(build_model(params, full_masks(2, SHAPES)), {"fc1": 0.5, "fc2": 0.3, "fc3": 0.1})
     fast = _train(params, masks, tiny_data, [7, 8], iterations=20)
-    reference = _train(params, masks, tiny_data, [7, 8], iterations=20, fast=False)
+    reference = _train(params, masks, tiny_data, [7, 8], iterations=20, step=ReferenceStep)
     for key, value in reference.params.items():
         torch.testing.assert_close(fast.params[key], value, rtol=1e-3, atol=1e-4)
     for name, values in reference.metrics.items():
         torch.testing.assert_close(fast.metrics[name], values, rtol=1e-4, atol=1e-3)
-    for option in ("cuda_graph", "compile"):
-        with pytest.raises(ValueError, match=f"{option}=True needs the fast step"):
-            train_networks(
-                build_model(params, masks),
-                tiny_data,
-                iterations=1,
-                batch_size=32,
-                learning_rate=2e-3,
-                eval_every=1,
-                batch_seeds=[7, 8],
-                fast=False,
-                progress=False,
-                **{option: True},
-            )
+
+
+def test_train_networks_trains_with_the_step_its_factory_makes_from_model_data_and_learning_rate(tiny_data):
+    params = init_params([1, 2], 300, 100, "kaiming_uniform")
+    masks = full_masks(2, SHAPES)
+    made = []
+
+    def factory(model, data, learning_rate):
+        made.append((model, data, learning_rate, FastStep(model, data, learning_rate, cuda_graph=False)))
+        return made[-1][-1]
+
+    result = _train(params, masks, tiny_data, [7, 8], iterations=12, step=factory)
+    ((model, data, learning_rate, step),) = made  # one step for the whole call
+    assert data is tiny_data and learning_rate == 2e-3 and not step.use_graph
+    assert all(int(state["step"]) == 12 for state in step.optimizer.state.values())  # every iteration took it
+    for key, value in current_params(model).items():
+        assert torch.equal(result.params[key], value)
 
 
 def test_the_reference_step_returns_each_networks_loss_and_clears_the_gradients(tiny_data):
@@ -172,17 +173,23 @@ def test_stacked_forward_equals_each_network_as_plain_linear_layers():
         torch.testing.assert_close(model(x[0])[i], model(x[0].expand(2, -1, -1))[i], rtol=1e-5, atol=1e-5)
 
 
-def test_evaluate_reports_each_networks_loss_and_accuracy(tiny_data):
+def _evaluate(model, x, y, chunk=None):
+    """Loss and accuracy of every network on one split, (n,) each, as an Evaluator of that split alone gives them."""
+    losses, accuracies = Evaluator([(x, y)], model.n_networks, chunk)(model)
+    return losses[0], accuracies[0]
+
+
+def test_the_evaluator_reports_each_networks_loss_and_accuracy(tiny_data):
     model = StackedMLP(2)
     model.load_state_dict(init_params([1, 2], 300, 100, "glorot_normal"))
-    loss, accuracy = evaluate(model, tiny_data.test_x, tiny_data.test_y, chunk=64)
+    loss, accuracy = _evaluate(model, tiny_data.test_x, tiny_data.test_y, chunk=64)
     logits = model(tiny_data.test_x)
     for i in range(2):
         assert loss[i].item() == pytest.approx(F.cross_entropy(logits[i], tiny_data.test_y).item(), rel=1e-5)
         assert accuracy[i].item() == pytest.approx(
             100 * (logits[i].argmax(1) == tiny_data.test_y).float().mean().item()
         )
-    default_loss, default_accuracy = evaluate(model, tiny_data.test_x, tiny_data.test_y)  # chunked by the device
+    default_loss, default_accuracy = _evaluate(model, tiny_data.test_x, tiny_data.test_y)  # chunked by the device
     torch.testing.assert_close(default_loss, loss, rtol=1e-6, atol=0)
     assert torch.equal(default_accuracy, accuracy)
 
@@ -264,7 +271,7 @@ def test_evaluating_validation_and_test_together_gives_bit_for_bit_what_each_giv
     model = build_model(params, full_masks(n_networks, SHAPES))
     prune_by_magnitude(model, {"fc1": 0.6, "fc2": 0.4, "fc3": 0.2})  # in place: weight_orig keeps its pruned values
     chunk = min(5000, max(1000, 10_000 // n_networks))  # the CPU's default chunk
-    metrics = evaluate_all(model, data)  # what train_networks records: Evaluator.validation_and_test(...).metrics
+    metrics = Evaluator.validation_and_test(data, n_networks).metrics(model)  # what train_networks records
     for split in ("val", "test"):
         loss, accuracy = _evaluate_each_split_alone(
             model, getattr(data, f"{split}_x"), getattr(data, f"{split}_y"), chunk
@@ -279,7 +286,7 @@ def test_one_forward_across_validation_and_test_as_on_a_gpu_gives_each_splits_ow
     evaluator.pieces = [(0, 400)]  # the GPU's default: one chunk holding both splits (200 examples each)
     (val_loss, test_loss), (val_acc, test_acc) = evaluator(model)
     for split, loss, accuracy in (("val", val_loss, val_acc), ("test", test_loss, test_acc)):
-        expected_loss, expected_accuracy = evaluate(
+        expected_loss, expected_accuracy = _evaluate(
             model, getattr(tiny_data, f"{split}_x"), getattr(tiny_data, f"{split}_y")
         )
         torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=0)
