@@ -114,6 +114,8 @@ def instability_analysis(
 
 
 def finished_config(run_dir: Path) -> Config:
+    """The config of the finished run in `run_dir`; InstabilityError for a folder that holds none, or an unfinished
+    one (RunFolderError for a damaged config.json or progress.json)."""
     if not run_dir.is_dir():
         raise InstabilityError(f"{run_dir} is not a folder; give a finished run folder")
     folder = RunFolder(run_dir)
@@ -132,20 +134,21 @@ def wanted_pairs(
     cfg: Config, levels: list[int] | None, rewind_iterations: list[int] | None, points: int, results: pd.DataFrame
 ) -> list[tuple[int, str, int, int]]:
     """The pairs to analyse, as (level, condition, trial, rewind_iteration); InstabilityError for bad arguments."""
-    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+    if not _whole(points) or points < 2:
         raise InstabilityError(f"points must be a whole number of at least 2 (both ends of the path), got {points!r}")
-    if levels is None:
-        levels = curve_levels(results)
-    bad = [lv for lv in levels if isinstance(lv, bool) or not isinstance(lv, int) or not 0 <= lv <= cfg.rounds]
-    if bad or not levels:
-        raise InstabilityError(f"level {bad[0] if bad else 'none'!r} is not a level of this run (0 to {cfg.rounds})")
-    bad = [k for k in rewind_iterations or () if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k]
-    bad += [k for k in rewind_iterations or () if k not in bad and k >= cfg.iterations]
-    if bad or rewind_iterations == []:
-        raise InstabilityError(
-            f"rewind iteration {bad[0] if bad else 'none'!r} is not an iteration of training "
-            f"(0 to {cfg.iterations - 1})"
-        )
+    levels = curve_levels(results) if levels is None else levels
+    if not levels:
+        raise InstabilityError(f"no level to analyse; name levels of this run, 0 to {cfg.rounds}")
+    for level in levels:
+        if not _whole(level) or not 0 <= level <= cfg.rounds:
+            raise InstabilityError(f"level {level!r} is not a level of this run (0 to {cfg.rounds})")
+    if rewind_iterations == []:
+        raise InstabilityError(f"no rewind iteration given; name iterations of training, 0 to {cfg.iterations - 1}")
+    for k in rewind_iterations or ():
+        if not _whole(k) or not 0 <= k < cfg.iterations:
+            raise InstabilityError(
+                f"rewind iteration {k!r} is not an iteration of training (0 to {cfg.iterations - 1})"
+            )
     keys = []
     for level in sorted(set(levels) | ({0} if rewind_iterations else set())):
         if level == 0:
@@ -159,6 +162,10 @@ def wanted_pairs(
             start = 0 if condition == "reinit" else cfg.rewind_iteration
             keys += [(level, condition, t, start) for t in range(cfg.trials)]
     return keys
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _earlier_paths(run: RunFolder) -> pd.DataFrame:

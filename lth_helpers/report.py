@@ -225,11 +225,13 @@ def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
     """The paper's statements about LeNet-300-100 beside this run's numbers, one row per statement.
 
     Frankle & Carbin (ICLR 2019), Section 2 and Figures 3-4; accuracies are test accuracy at early
-    stopping, "dense" is level 0. Differences and ratios are taken per trial, then shown as mean ± std
-    over trials. agrees: "yes" when the run shows the effect at about the paper's size (within a factor
-    of 2, or beyond a bound the paper states; for "x times sooner", the excess over 1), "direction only"
-    when it shows it much weaker or stronger, "no" when it does not. A statement about a percentage the
-    run has no level near (within 10%) is left out.
+    stopping (the generalization rows: training and test accuracy at the end of training), "dense" is
+    level 0. Differences and ratios are taken per trial, then shown as mean ± std over trials. agrees:
+    "yes" when the run shows the effect at about the paper's size (within a factor of 2, or beyond a
+    bound the paper states; for "x times sooner", the excess over 1), "direction only" when it shows it
+    much weaker or stronger, "no" when it does not. A statement about a percentage, or a range of
+    percentages, the run has no level near (within 10%) or in is left out; the one-shot rows need the
+    one_shot control, the reinit rows the reinit control.
     """
     acc = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_test_accuracy")
     stop = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_iteration")
