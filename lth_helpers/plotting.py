@@ -58,12 +58,13 @@ def _on_log_axis(table: pd.DataFrame) -> pd.DataFrame:
     return table[table.percent_remaining > 0]
 
 
-def percent_axis(ax: Axes, percents: Iterable[float]) -> None:
-    """A log x axis of percent of weights remaining, dense on the left, ticked at the levels' own percentages."""
+def percent_axis(ax: Axes, percents: Iterable[float], most: int = 10) -> None:
+    """A log x axis of percent of weights remaining, dense on the left, ticked at the levels' own percentages (about
+    `most` of them at the most)."""
     ax.set_xscale("log")
     ax.invert_xaxis()
     ticks = sorted(set(percents), reverse=True)
-    ax.set_xticks(ticks[:: max(1, len(ticks) // 10)])
+    ax.set_xticks(ticks[:: max(1, len(ticks) // most)])
     ax.xaxis.set_major_formatter("{x:.3g}")  # 51.3, 3.58, 0.0101: three digits at any sparsity
     ax.minorticks_off()
     ax.set_xlabel("percent of weights remaining (log scale)")
@@ -115,7 +116,7 @@ def plot_generalization(results: pd.DataFrame) -> Figure:
         (accuracy, "accuracy at the end of training (%)", "Training (dashed) and test (solid) accuracy"),
         (gap, "training minus test accuracy (points)", "Generalization gap"),
     ):
-        percent_axis(ax, results.percent_remaining)
+        percent_axis(ax, results.percent_remaining, most=6)  # half the width of the paper's figures
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -35,7 +35,7 @@ from .model import LAYERS, Params, StackedMLP, stacked_linear
 from .pruning import current_params, pruned_weight
 
 METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
-TRAIN_METRICS = ("train_loss", "train_accuracy")  # taken once, at the end of training: the whole training split
+TRAIN_METRICS = ("train_accuracy", "train_loss")  # taken once, at the end of training: the whole training split
 
 
 DIVERGENCE_FACTOR = 100  # a training loss this many times its start (at least ln 10, a uniform guess) has diverged
@@ -122,7 +122,7 @@ def train_networks(
         torch.cuda.synchronize()
     metrics = {name: torch.stack([h[name] for h in history]).cpu() for name in METRICS}
     (train_loss,), (train_accuracy,) = Evaluator([(data.train_x, data.train_y)], model.n_networks)(model)
-    train_metrics = dict(zip(TRAIN_METRICS, (train_loss.cpu(), train_accuracy.cpu())))
+    train_metrics = {"train_accuracy": train_accuracy.cpu(), "train_loss": train_loss.cpu()}
     return TrainResult(
         current_params(model), snapshot, checkpoints, metrics, time.perf_counter() - start, train_metrics
     )
