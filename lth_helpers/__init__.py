@@ -17,7 +17,7 @@ from .config import Config, ConfigError, default_preset, make_config, resolve_de
 from .data import data_dir, load_mnist
 from .experiment import run_experiment
 from .fast_step import FastStep
-from .inference import inference_table, load_ticket, save_ticket
+from .inference import inference_table, load_ticket, smallest_form
 from .instability import (
     instability_analysis,
     instability_conclusions,
@@ -36,7 +36,7 @@ from .plotting import (
     plot_initial_weights,
     plot_input_pixels,
     plot_layer_sparsity,
-    save_figures,
+    run_figures,
 )
 from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_
 from .report import (
@@ -75,7 +75,7 @@ __all__ = [
     "inference_table",
     "load_ticket",
     "plot_inference",
-    "save_ticket",
+    "smallest_form",
     "LAYERS",
     "Config",
     "ConfigError",
@@ -102,7 +102,7 @@ __all__ = [
     "resolve_device",
     "rewind_",
     "run_experiment",
-    "save_figures",
+    "run_figures",
     "summary_table",
     "train_networks",
 ]

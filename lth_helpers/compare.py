@@ -16,13 +16,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from .config import Config, make_config, show_value
-from .plotting import percent_axis
+from .plotting import on_log_axis, percent_axis
 from .runs import RunFolder, RunFolderError, WriteError, write_atomic
 
 
@@ -102,7 +101,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> pd.DataFrame:
 def plot_comparison(table: pd.DataFrame) -> Figure:
     """The ticket of every run in `table` (from compare_runs): accuracy at early stopping and early-stopping
     iteration against percent of weights remaining (log scale, dense on the left), mean ± std over trials."""
-    table = table[table.percent_remaining > 0]  # a level pruned to nothing has no place on a log axis
+    table = on_log_axis(table)
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     panels = (
         ("accuracy", "test accuracy at early stopping (%)", "Accuracy against sparsity"),
@@ -146,18 +145,21 @@ def finished_runs(runs_dir: Path | str, like: Config) -> list[Path]:
     return found
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m lth_helpers compare DIR DIR ... --out FILE.png`: exit 2 for bad input, 1 for a damaged run folder
-    or a figure that cannot be written; nothing is written unless every folder could be read."""
-    parser = _Parser(prog="python -m lth_helpers compare", description=__doc__.split("\n\n")[0])
+def add_command(subcommands: argparse._SubParsersAction) -> None:
+    """`python -m lth_helpers compare DIR DIR ... --out FILE.png`."""
+    parser = subcommands.add_parser(
+        "compare",
+        help="several finished runs side by side, in a table and a figure",
+        description=__doc__.split("\n\n")[0],
+    )
     parser.add_argument("runs", nargs="+", metavar="DIR", help="run folders to compare (two or more)")
     parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the figure")
-    args = parser.parse_args(argv)
+    parser.set_defaults(run=compare_command)
+
+
+def compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Exit 2 for bad input, 1 for a damaged run folder or a figure that cannot be written; nothing is written unless
+    every folder could be read."""
     out = Path(args.out)
     formats = Figure().canvas.get_supported_filetypes()
     if len(args.runs) < 2:

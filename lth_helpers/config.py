@@ -1,10 +1,12 @@
-"""Every hyperparameter of a lottery-ticket run, in one dataclass, plus the presets.
+"""Every hyperparameter of a lottery-ticket run, in one dataclass, plus the presets and the names a run's tables use.
 
     from lth_helpers.config import make_config
     cfg = make_config("seed", trials=3)     # a preset with overrides; raises ConfigError when invalid
 
 The dataclass defaults are the paper's LeNet-300-100 setting (Frankle & Carbin 2019, Figure 3 and
-Appendix G); a preset is a named set of overrides on top of them.
+Appendix G); a preset is a named set of overrides on top of them. The conditions a network of a level can be
+(the ticket and the controls) and the metrics of an evaluation are named here, once, for every module below the
+command line: training, the run folder's tables, the report and the figures.
 """
 
 from __future__ import annotations
@@ -22,8 +24,20 @@ import torch
 
 from .model import INPUT_SIZE, N_CLASSES, layer_shapes
 
-CONTROLS = ("reinit", "random_prune", "one_shot")  # the baselines that can be trained beside the ticket
-CONDITIONS = ("ticket", *CONTROLS)  # what a network of a level is: the ticket, or a control
+# The baselines that can be trained beside the ticket, and how tables and figures call them.
+CONTROLS = {
+    "reinit": "random reinit",  # the ticket's masks on a fresh initialization
+    "random_prune": "random pruning",  # random masks with the ticket's per-layer counts, on theta_0
+    "one_shot": "one-shot pruning",  # the trained dense network pruned once to the ticket's per-layer counts, theta_0
+}
+CONDITIONS = {"ticket": "winning ticket", **CONTROLS}  # what a network of a level is: the ticket, or a control
+MASK_CONDITIONS = (
+    "ticket",
+    "random_prune",
+    "one_shot",
+)  # the conditions with masks of their own (reinit: the ticket's)
+METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")  # what an evaluation measures; accuracies in %
+TRAIN_METRICS = ("train_accuracy", "train_loss")  # taken once, at the end of training, on the whole training split
 INITS = ("glorot_normal", "kaiming_uniform")
 DEVICES = ("auto", "cpu", "cuda")
 MNIST_TRAIN_IMAGES = 60_000  # validation images are held out of these
@@ -115,6 +129,12 @@ def make_config(preset: str = "paper", **overrides: Any) -> Config:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     return replace(Config(), preset=preset, **{**PRESETS[preset], **overrides})
+
+
+def mask_conditions(cfg: Config) -> tuple[str, ...]:
+    """The conditions whose masks a level's mask file holds for `cfg`: the ticket's and the random control's always,
+    the one-shot control's when `cfg` trains it."""
+    return tuple(c for c in MASK_CONDITIONS if c != "one_shot" or c in cfg.controls)
 
 
 def show_value(value: Any) -> str:

@@ -10,7 +10,8 @@ dense network pruned once, straight to that sparsity, theta_0). All networks of 
 (trials x conditions) train together as one stacked model.
 
 Every level is saved in the run folder (runs.py) as soon as it is finished, so a rerun continues
-after the last finished level.
+after the last finished level. `run_experiment` opens the folder for the whole run; a caller that holds it open
+already (the command line) runs the levels with `run_levels`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import Config, ConfigError, check_memory
+from .config import TRAIN_METRICS, Config, ConfigError, check_memory, mask_conditions
 from .data import MNISTSplits
 from .model import INPUT_SIZE, LAYERS, N_CLASSES, Params, concat, init_params, layer_shapes, select
 from .pruning import (
@@ -35,8 +36,8 @@ from .pruning import (
     prune_by_magnitude,
     random_masks_like,
 )
-from .runs import RunFolder, mask_conditions
-from .training import DIVERGED, TRAIN_METRICS, DivergenceError, TrainResult, train_networks
+from .runs import DENSE, INIT, REWIND, RunFolder, masks_file, ticket_file
+from .training import DIVERGED, DivergenceError, TrainResult, train_networks
 
 
 class ExperimentError(RuntimeError):
@@ -67,7 +68,8 @@ def derive_seed(base: int, *parts: object) -> int:
 def run_experiment(
     cfg: Config, out_dir: Path, data: MNISTSplits, *, overwrite: bool = False, progress: bool = True
 ) -> pd.DataFrame:
-    """Run (or resume) every level of `cfg` in `out_dir`; returns results.csv as a DataFrame.
+    """Run (or resume) every level of `cfg` in the run folder `out_dir`, which it opens and holds until the run
+    ends; returns results.csv as a DataFrame.
 
     Refuses (ConfigError, before anything is written) data that do not match `cfg` and a model too big for the
     device's memory.
@@ -75,8 +77,7 @@ def run_experiment(
     check_data(cfg, data)
     check_memory(cfg, data.train_x.device)
     with RunFolder.open(Path(out_dir), cfg, overwrite) as run:  # no other run can use the folder meanwhile
-        _run_levels(cfg, run, data, progress)
-        return run.results()
+        return run_levels(cfg, run, data, progress)
 
 
 def check_data(cfg: Config, data: MNISTSplits) -> None:
@@ -108,39 +109,41 @@ def check_data(cfg: Config, data: MNISTSplits) -> None:
         raise ConfigError(f"batch_size ({cfg.batch_size}) is more than the {len(data.train_y):,} training images")
 
 
-def _run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool) -> None:
-    """The algorithm, from the first level `run` has not finished to the last."""
+def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = True) -> pd.DataFrame:
+    """The algorithm, from the first level that `run`, a folder opened for `cfg`, has not finished to the last;
+    returns results.csv as a DataFrame."""
     device = data.train_x.device
     theta_0 = run.cached(
-        "init.pt",
+        INIT,
         lambda: init_params(
             [derive_seed(cfg.seed, "init", t) for t in range(cfg.trials)], cfg.fc1_width, cfg.fc2_width, cfg.init
         ),
     )
-    if not (run.path / "masks" / "level_00.pt").exists():
+    if not run.exists(masks_file(0)):
         dense = full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width))
         run.save_masks(0, dict.fromkeys(mask_conditions(cfg), dense))
     first, n_levels = run.levels_done, cfg.rounds + 1  # a resumed run starts after the levels already done
     for level in tqdm(range(first, n_levels), desc="levels", total=n_levels, initial=first, disable=not progress):
         masks = run.load_masks(level)
-        rewind_point = run.load("rewind.pt") if level and cfg.rewind_iteration else theta_0
+        rewind_point = run.load(REWIND) if level and cfg.rewind_iteration else theta_0
         networks = level_networks(cfg, level, rewind_point, masks)
         result = _train_level(cfg, level, networks, data, progress)
         ticket = [i for i, net in enumerate(networks) if net.condition == "ticket"]
-        run.save(f"tickets/level_{level:02d}.pt", select(result.params, ticket[:1]))  # trial 0, for export
+        run.save(ticket_file(level), select(result.params, ticket[:1]))  # trial 0, for export
         if level == 0:
-            run.save("dense.pt", select(result.params, ticket))  # every trial's trained dense network
+            run.save(DENSE, select(result.params, ticket))  # every trial's trained dense network
         if level == 0 and cfg.rewind_iteration:
-            run.save("rewind.pt", select(result.snapshot, ticket))
+            run.save(REWIND, select(result.snapshot, ticket))
         if level < cfg.rounds:
             next_ticket = prune_ticket(cfg, select(result.params, ticket), masks["ticket"], device)
             generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "random_prune", level + 1))
             next_random = random_masks_like(next_ticket, masks["random_prune"], generator)
             next_masks = {"ticket": next_ticket, "random_prune": next_random}
             if "one_shot" in cfg.controls:  # from level 0's trained weights alone, whatever the levels between did
-                next_masks["one_shot"] = one_shot_masks(run.load("dense.pt"), next_ticket)
+                next_masks["one_shot"] = one_shot_masks(run.load(DENSE), next_ticket)
             run.save_masks(level + 1, next_masks)
         run.finish_level(level, level_rows(level, networks, result), curve_rows(level, networks, result))
+    return run.results()
 
 
 def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[str, Masks]) -> list[TrainingSpec]:
@@ -204,7 +207,7 @@ def _to(stack: dict[str, torch.Tensor], device: torch.device | str) -> dict[str,
 
 
 def level_rows(level: int, networks: list[TrainingSpec], result: TrainResult) -> list[dict]:
-    """One results.csv row per network of the level."""
+    """One results.csv row per network of the level (its columns: runs.TABLE_COLUMNS)."""
     total_weights = sum(m.numel() for m in networks[0].masks.values())
     val_loss = result.metrics["val_loss"]
     best = val_loss.argmin(dim=0)  # first evaluation with the lowest validation loss, per network

@@ -2,7 +2,7 @@
 
     forms = inference_forms(params, masks)     # one network's trained weights and masks
     compact = forms["compact"]                 # a smaller dense MLP, the same function
-    table = inference_table(run_dir, x)        # every level: sizes, multiply-adds, latencies
+    table = inference_table(run.trained_tickets(), run.ticket_masks(), x)   # every level of a RunFolder
 
 A masked dense layer still multiplies by every zero, so pruned training and masked inference cost
 what dense ones do. A pruned network is only cheaper when it is run as a smaller or a sparse one:
@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -28,7 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model import INPUT_SIZE, LAYERS, Params
-from .runs import RunFolder, save_tensors
 
 FORMS = ("dense", "compact", "sparse")  # dense: the masked network as trained, zeros multiplied too
 BATCH_SIZES = (1, 1000)
@@ -203,16 +203,16 @@ def level_inference_row(
     return row
 
 
-def save_ticket(path: Path, params: Params, masks: dict[str, torch.Tensor]) -> str:
-    """Save one ticket in its smallest form (dense, compact or CSR); returns that form's name."""
+def smallest_form(params: Params, masks: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """One network in whichever form is smallest (dense, compact or CSR): its tensors, and the form's name under
+    "form". Saved with torch.save (or a run folder's `save`), `load_ticket` reads it back."""
     forms = inference_forms(params, masks)
     form = min(FORMS, key=lambda name: forms[name].n_bytes())
-    save_tensors(Path(path), {"form": form, **dict(forms[form].named_buffers())})
-    return form
+    return {"form": form, **dict(forms[form].named_buffers())}
 
 
 def load_ticket(path: Path) -> InferenceMLP:
-    """A ticket saved by save_ticket, ready to run."""
+    """A ticket saved from `smallest_form`, ready to run."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # torch notes that it validates the CSR tensors it loads
         state = torch.load(path, weights_only=True)
@@ -225,16 +225,21 @@ def first_network(stack: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {key: value[0] for key, value in stack.items()}
 
 
-def inference_table(run_dir: Path, x: torch.Tensor, repeats: int = 30, cuda: bool | None = None) -> pd.DataFrame:
-    """One row per finished level of a run: trial 0's ticket in every form, timed on the CPU and, where
-    present (or `cuda` says so), on CUDA (columns ending in _cuda); `x` supplies the inputs."""
+def inference_table(
+    tickets: Mapping[int, Params],
+    masks: Mapping[int, dict[str, torch.Tensor]],
+    x: torch.Tensor,
+    repeats: int = 30,
+    cuda: bool | None = None,
+) -> pd.DataFrame:
+    """One row per level of `tickets` (level -> trained weights, a stack whose first network is drawn; `masks`
+    alike): that network in every form, timed on the CPU and, where present (or `cuda` says so), on CUDA (columns
+    ending in _cuda); `x` supplies the inputs. A RunFolder gives both: `trained_tickets()`, `ticket_masks()`."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    run = RunFolder(run_dir)
     rows = []
-    for level in range(run.levels_done):
-        params = first_network(run.load(f"tickets/level_{level:02d}.pt"))
-        masks = first_network(run.load_masks(level)["ticket"])
-        row = level_inference_row(params, masks, x.cpu(), repeats, cuda)
+    for level in tickets:
+        params, kept = first_network(tickets[level]), first_network(masks[level])
+        row = level_inference_row(params, kept, x.cpu(), repeats, cuda)
         rows.append({"level": level, "percent_remaining": 100 * row["weights_remaining"] / row["dense_macs"], **row})
     return add_best_forms(pd.DataFrame(rows))
 

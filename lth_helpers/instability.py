@@ -27,7 +27,9 @@ points) and computes only the missing ones: asking for another level costs that 
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +38,14 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .config import CONDITIONS, Config
-from .data import MNISTSplits
+from .config import CONDITIONS, DEVICES, Config, ConfigError, resolve_device
+from .data import DataError, MNISTSplits, data_dir, load_mnist
 from .experiment import ExperimentError, check_data, derive_seed, level_networks
 from .model import Params, StackedMLP, concat, layer_shapes, select
 from .plotting import STYLE, curve_levels
 from .pruning import Masks, build_model, full_masks
 from .report import format_percent, mean_std
-from .runs import RunFolder
+from .runs import INIT, REWIND, DamagedFileError, RunFolder, RunFolderError
 from .training import DIVERGED, DivergenceError, Evaluator, train_networks
 
 POINTS = 25  # evenly spaced points along each straight path, both ends included
@@ -189,8 +191,8 @@ def _earlier_paths(run: RunFolder) -> pd.DataFrame:
 
 def _pairs(cfg: Config, run: RunFolder, data: MNISTSplits, keys: list, progress: bool) -> list[Pair]:
     """The start of every pair in `keys`: where its network started in the run."""
-    theta_0 = run.load("init.pt")
-    rewind_point = run.load("rewind.pt") if cfg.rewind_iteration else theta_0
+    theta_0 = run.load(INIT)
+    rewind_point = run.load(REWIND) if cfg.rewind_iteration else theta_0
     dense_masks = full_masks(1, layer_shapes(cfg.fc1_width, cfg.fc2_width))
     starts: dict[tuple, Pair] = {}
     for level in sorted({key[0] for key in keys}):
@@ -330,7 +332,7 @@ def pair_instability(paths: pd.DataFrame) -> pd.DataFrame:
         )
     columns = [*KEYS, "percent_remaining", "error_start", "error_end", "max_error", "instability", "stable"]
     table = pd.DataFrame(rows, columns=columns)
-    order = table.condition.map(CONDITIONS.index)  # the ticket first, then the controls
+    order = table.condition.map(list(CONDITIONS).index)  # the ticket first, then the controls
     return table.assign(order=order).sort_values(["level", "order", "trial", "rewind_iteration"]).drop(columns="order")
 
 
@@ -369,7 +371,7 @@ def instability_conclusions(paths: pd.DataFrame) -> list[str]:
         )
     for _, rows in mean[mean.index.get_level_values("level") > 0].groupby(level="level"):
         parts = [
-            f"{STYLE[condition][0]} {row.instability:.2f} ({_verdict(row.instability)})"
+            f"{CONDITIONS[condition]} {row.instability:.2f} ({_verdict(row.instability)})"
             for (_, condition, _), row in rows.iterrows()
         ]
         sentences.append(
@@ -396,9 +398,9 @@ def plot_instability(paths: pd.DataFrame) -> Figure:
     for ax, level in zip(axes, levels):
         at_level = paths[paths.level == level]
         groups = at_level.groupby(["condition", "rewind_iteration"]).groups
-        for condition, k in sorted(groups, key=lambda key: (CONDITIONS.index(key[0]), key[1])):
+        for condition, k in sorted(groups, key=lambda key: (list(CONDITIONS).index(key[0]), key[1])):
             path = at_level.loc[groups[condition, k]]
-            label, color, marker = STYLE[condition]
+            (color, marker), label = STYLE[condition], CONDITIONS[condition]
             if level == 0:
                 label = "dense" + (f", from iteration {k}" if len(dense_starts) > 1 else "")
                 color = None if len(dense_starts) > 1 else color
@@ -414,7 +416,7 @@ def plot_instability(paths: pd.DataFrame) -> Figure:
         summary = pair_instability(paths[paths.level == 0])
         stats = summary.groupby("rewind_iteration").instability.agg(["mean", "min", "max"])
         err = np.vstack([stats["mean"] - stats["min"], stats["max"] - stats["mean"]])
-        ax.errorbar(stats.index, stats["mean"], yerr=err, marker="o", capsize=3, color=STYLE["ticket"][1])
+        ax.errorbar(stats.index, stats["mean"], yerr=err, marker="o", capsize=3, color=STYLE["ticket"][0])
         ax.axhline(STABLE_BELOW, color="grey", linestyle="--", linewidth=1, label=f"stable below {STABLE_BELOW:g}")
         ax.set_xscale("symlog", linthresh=max(1, min(k for k in dense_starts if k > 0)))
         ax.set_xticks(dense_starts, [str(k) for k in dense_starts])
@@ -432,3 +434,91 @@ def plot_instability(paths: pd.DataFrame) -> Figure:
         + (f" (mean of {trials} trials)" if trials > 1 else "")
     )
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# python -m lth_helpers instability RUN_DIR [--levels L,L] [--points N] [--rewind-iterations K,K]
+
+
+def add_command(subcommands: argparse._SubParsersAction) -> None:
+    """`python -m lth_helpers instability RUN_DIR [--levels L,L] [--points N] [--rewind-iterations K,K]`."""
+    parser = subcommands.add_parser(
+        "instability",
+        help="linear mode connectivity of a finished run: two copies of its networks, the straight path between them",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    parser.add_argument(
+        "--levels",
+        type=_whole_numbers,
+        metavar="L,L",
+        help="levels to analyse (default: those nearest the paper's Figure 3 sparsities, 100%% down to 1.9%%)",
+    )
+    parser.add_argument(
+        "--points",
+        type=int,
+        default=POINTS,
+        metavar="N",
+        help=f"evenly spaced points along each straight path, both ends included (default: {POINTS})",
+    )
+    parser.add_argument(
+        *("--rewind-iterations", "--rewind_iterations"),
+        dest="rewind_iterations",
+        type=_whole_numbers,
+        metavar="K,K",
+        help="iterations of the dense network's training that its copies start from (default: the run's rewind "
+        "point); level 0 is analysed from each",
+    )
+    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")
+    parser.add_argument(
+        "--device", default="auto", help=f"one of: {', '.join(DEVICES)} (default: auto, CUDA when present)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.set_defaults(run=instability_command)
+
+
+def _whole_numbers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def instability_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Exit 2 for bad input (not a finished run folder, a level it lacks, too few points, a rewind iteration outside
+    training, an unknown device), 1 when MNIST is missing or damaged, the folder is damaged or in use, a copy diverges
+    or a file cannot be written, 130 when interrupted; nothing is written unless the analysis finishes."""
+    run_dir = Path(args.run_dir)
+    try:  # before the data are loaded: bad input costs nothing
+        device = resolve_device(args.device)
+        cfg = finished_config(run_dir)
+        wanted_pairs(cfg, args.levels, args.rewind_iterations, args.points, RunFolder(run_dir).results())
+    except DamagedFileError as error:
+        return _fail(parser, error)
+    except (ConfigError, InstabilityError) as error:
+        parser.error(str(error))
+    try:
+        data = load_mnist(data_dir(args.data_dir), cfg.val_size, device)
+        paths = instability_analysis(
+            run_dir,
+            data,
+            levels=args.levels,
+            points=args.points,
+            rewind_iterations=args.rewind_iterations,
+            progress=not args.no_progress,
+        )
+    except (DataError, ExperimentError, RunFolderError, OSError) as error:
+        return _fail(parser, error)
+    except KeyboardInterrupt:
+        print("\ninterrupted: nothing was written; the same command starts the analysis again", file=sys.stderr)
+        return 130
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(instability_table(paths).to_string())
+    print("\n".join(instability_conclusions(paths)))
+    print(f"{TABLE} and {FIGURE} are in {run_dir}")
+    return 0
+
+
+def _fail(parser: argparse.ArgumentParser, error: Exception) -> int:
+    print(f"{parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return 1

@@ -1,8 +1,9 @@
-"""The paper's figures and pictures of what a ticket keeps, from a run folder, as matplotlib Figures (no pyplot state).
+"""The paper's figures and pictures of what a ticket keeps, as matplotlib Figures (no pyplot state), drawn from
+tables and tensors: a run folder's (runs.RunFolder reads them) or anyone's.
 
-    fig = plot_accuracy_vs_weights(results)      # Figure 3 (left) of the paper
-    fig = plot_input_pixels(Path("runs/seed"))   # which input pixels the ticket still reads
-    save_figures(results, curves, Path("runs/seed"))
+    fig = plot_accuracy_vs_weights(results)             # Figure 3 (left) of the paper
+    fig = plot_input_pixels(run.ticket_masks())         # which input pixels the ticket still reads
+    figures = run_figures(results, curves, run.load(INIT), run.ticket_masks())   # file name -> Figure
 
 The x axis is the percent of weights remaining on a log scale, dense on the left, as in the paper.
 At 100% every condition is the same dense network, so the controls' lines start from it.
@@ -10,8 +11,7 @@ At 100% every condition is the same dense network, so the controls' lines start 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
 import matplotlib
 import numpy as np
@@ -20,17 +20,16 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .config import CONDITIONS, CONTROLS
 from .inference import BATCH_SIZES, FORMS
-from .model import INPUT_SIZE, LAYERS
-from .report import CONTROL_NAMES, format_percent
-from .runs import RunFolder, write_atomic
+from .model import INPUT_SIZE, LAYERS, Params
+from .pruning import Masks
+from .report import format_percent, nearest_level, percent_by_level
 
-STYLE = {
-    "ticket": ("winning ticket", "tab:blue", "o"),
-    "reinit": (CONTROL_NAMES["reinit"], "tab:orange", "s"),
-    "random_prune": (CONTROL_NAMES["random_prune"], "tab:green", "^"),
-    "one_shot": (CONTROL_NAMES["one_shot"], "tab:red", "D"),
-}
+# Each condition's colour and marker, in the order of config.CONDITIONS (a condition added there needs one here).
+STYLE = dict(
+    zip(CONDITIONS, (("tab:blue", "o"), ("tab:orange", "s"), ("tab:green", "^"), ("tab:red", "D")), strict=True)
+)
 FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png", "generalization.png")
 TICKET_FIGURES = ("masks_input_pixels.png", "layer_sparsity.png", "accuracy_at_init.png", "initial_weights.png")
 LAYER_COLORS = dict(zip(LAYERS, ("tab:purple", "tab:red", "tab:brown")))
@@ -53,7 +52,7 @@ def _per_condition(results: pd.DataFrame, column: str) -> dict[str, pd.DataFrame
     return out
 
 
-def _on_log_axis(table: pd.DataFrame) -> pd.DataFrame:
+def on_log_axis(table: pd.DataFrame) -> pd.DataFrame:
     """The rows a log axis of percent remaining can show: a level pruned to nothing (0%) has no place on it."""
     return table[table.percent_remaining > 0]
 
@@ -71,11 +70,11 @@ def percent_axis(ax: Axes, percents: Iterable[float], most: int = 10) -> None:
 
 
 def _against_weights(results: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
-    results = _on_log_axis(results)
+    results = on_log_axis(results)
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for condition, stats in _per_condition(results, column).items():
-        label, color, marker = STYLE[condition]
+        (color, marker), label = STYLE[condition], CONDITIONS[condition]
         err = np.vstack([stats["mean"] - stats.low, stats.high - stats["mean"]])
         ax.errorbar(stats.x, stats["mean"], yerr=err, label=label, color=color, marker=marker, markersize=4, capsize=3)
     percent_axis(ax, results.percent_remaining)
@@ -102,13 +101,13 @@ def plot_early_stop_vs_weights(results: pd.DataFrame) -> Figure:
 def plot_generalization(results: pd.DataFrame) -> Figure:
     """Accuracy on the whole training split and on the test set at the end of training, and the gap between them,
     against weights remaining (the paper's Figure 4b and its Appendix D): every condition, means over trials."""
-    results = _on_log_axis(results)
+    results = on_log_axis(results)
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     accuracy, gap = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     train, test = _per_condition(results, "final_train_accuracy"), _per_condition(results, "final_test_accuracy")
     gaps = _per_condition(results.assign(gap=results.final_train_accuracy - results.final_test_accuracy), "gap")
     for condition, stats in test.items():
-        label, color, marker = STYLE[condition]
+        (color, marker), label = STYLE[condition], CONDITIONS[condition]
         accuracy.plot(stats.x, stats["mean"], color=color, marker=marker, markersize=4, label=label)
         accuracy.plot(train[condition].x, train[condition]["mean"], color=color, linestyle="--")
         gap.plot(gaps[condition].x, gaps[condition]["mean"], color=color, marker=marker, markersize=4, label=label)
@@ -127,24 +126,22 @@ def plot_generalization(results: pd.DataFrame) -> Figure:
 
 
 def curve_levels(results: pd.DataFrame, percents: tuple[float, ...] = CURVE_PERCENTS) -> list[int]:
-    """The ticket's levels closest to each of `percents`, without repeats."""
-    ticket = results[results.condition == "ticket"].groupby("level").percent_remaining.first()
-    levels = [int((ticket - p).abs().idxmin()) for p in percents]
-    return sorted(set(levels))
+    """The levels closest to each of `percents`, without repeats."""
+    return sorted({nearest_level(percent_by_level(results), p) for p in percents})
 
 
 def plot_curves(curves: pd.DataFrame, results: pd.DataFrame, condition: str = "ticket") -> Figure:
     """Test accuracy over training iterations at a few levels (mean over trials)."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    percent = results[results.condition == "ticket"].groupby("level").percent_remaining.first()
+    percent = percent_by_level(results)
     for level in curve_levels(results):
         rows = curves[(curves.condition == condition) & (curves.level == level)]
         mean = rows.groupby("iteration").test_accuracy.mean()
         ax.plot(mean.index, mean.values, label=format_percent(percent[level]))
     ax.set_xlabel("training iteration")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Test accuracy during training: {STYLE[condition][0]}, by % of weights remaining")
+    ax.set_title(f"Test accuracy during training: {CONDITIONS[condition]}, by % of weights remaining")
     trained = curves[(curves.condition == condition) & (curves.iteration > 0)].test_accuracy
     ax.set_ylim(max(trained.min() - 1, 0), min(trained.max() + 0.5, 100))
     ax.grid(alpha=0.3)
@@ -164,17 +161,17 @@ def _pixel_levels(levels_done: int, most: int = 4) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(1, levels_done - 1, min(most, levels_done - 1))})
 
 
-def plot_input_pixels(run_dir: Path) -> Figure:
-    """For a few levels, how many fc1 connections each of the 28x28 input pixels keeps (trial 0's ticket).
+def plot_input_pixels(ticket_masks: Mapping[int, Masks]) -> Figure:
+    """For a few of the levels of `ticket_masks` (level -> the tickets' masks, a stack whose first network is drawn),
+    how many fc1 connections each of the 28x28 input pixels keeps. Only the levels drawn are read.
 
     One colour scale for every level; a pixel with no connection left (the network never reads it) is red.
     """
-    run = RunFolder(Path(run_dir))
-    levels = _pixel_levels(run.levels_done)
+    levels = _pixel_levels(len(ticket_masks))
     fig = Figure(figsize=(max(6.5, 2.6 * len(levels) + 1.2), 3.4), layout="constrained")
     axes = fig.subplots(1, len(levels), squeeze=False)[0]
     for ax, level in zip(axes, levels):
-        masks = run.load_masks(level)["ticket"]
+        masks = ticket_masks[level]
         fc1 = masks["fc1"][0]  # (units, 784)
         side = int(INPUT_SIZE**0.5)
         kept = fc1.sum(0).view(side, side).numpy()
@@ -203,7 +200,7 @@ def plot_layer_sparsity(results: pd.DataFrame) -> Figure:
         label = f"{name} ({dense[f'{name}_remaining']:,} weights)"
         ax.plot(ticket.level, percent, color=LAYER_COLORS[name], marker=marker, markersize=size, label=label)
     for name in LAYERS if len(control) else ():
-        label = f"{CONTROL_NAMES['random_prune']} (same counts)" if name == LAYERS[0] else None
+        label = f"{CONTROLS['random_prune']} (same counts)" if name == LAYERS[0] else None
         percent = 100 * control[f"{name}_remaining"] / dense[f"{name}_remaining"]
         ax.plot(control.level, percent, color="black", marker="x", linestyle="", label=label)
     ax.plot(ticket.level, ticket.percent_remaining, color="black", linestyle=":", label="all layers")
@@ -236,16 +233,18 @@ def plot_accuracy_at_init(curves: pd.DataFrame, results: pd.DataFrame) -> Figure
     return fig
 
 
-def plot_initial_weights(run_dir: Path, level: int | None = None) -> Figure:
-    """Histograms of the initial values (init.pt, trial 0) of the weights the ticket keeps at `level` against those
-    pruned, per layer. Default level: the finished level nearest 7% of weights remaining.
+def plot_initial_weights(
+    theta_0: Params, ticket_masks: Mapping[int, Masks], results: pd.DataFrame, level: int | None = None
+) -> Figure:
+    """Histograms of the initial values `theta_0` (a stack; its first network, trial 0) of the weights the ticket keeps
+    at `level` (its masks from `ticket_masks`, level -> a stack) against those pruned, per layer. Default level: the
+    level of `results` nearest 7% of weights remaining. Only that level's masks are read.
 
     The paper observes that the weights a ticket keeps start larger in magnitude than those it prunes.
     """
-    run = RunFolder(Path(run_dir))
     if level is None:
-        (level,) = curve_levels(run.results(), (7.0,))
-    masks, theta_0 = run.load_masks(level)["ticket"], run.load("init.pt")
+        level = nearest_level(percent_by_level(results), 7.0)
+    masks = ticket_masks[level]
     fig = Figure(figsize=(11, 3.6), layout="constrained")
     for i, name in enumerate(LAYERS):
         ax = fig.add_subplot(1, len(LAYERS), i + 1)
@@ -268,28 +267,28 @@ def plot_initial_weights(run_dir: Path, level: int | None = None) -> Figure:
     return fig
 
 
-def save_figures(results: pd.DataFrame, curves: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Write the paper's four figures and the four of what the ticket keeps as PNG files into the run folder
-    `out_dir` (the latter read its masks and init.pt)."""
-    out_dir = Path(out_dir)
+def run_figures(
+    results: pd.DataFrame, curves: pd.DataFrame, theta_0: Params, ticket_masks: Mapping[int, Masks]
+) -> dict[str, Figure]:
+    """The figures of a run, by the file names a run folder gives them (RunFolder.save_figures writes them): the
+    paper's four and the four of what the ticket keeps, from the run's tables, its initial weights and its ticket
+    masks by level."""
     figures = (
         plot_accuracy_vs_weights(results),
         plot_early_stop_vs_weights(results),
         plot_curves(curves, results),
         plot_generalization(results),
-        plot_input_pixels(out_dir),
+        plot_input_pixels(ticket_masks),
         plot_layer_sparsity(results),
         plot_accuracy_at_init(curves, results),
-        plot_initial_weights(out_dir),
+        plot_initial_weights(theta_0, ticket_masks, results),
     )
-    for name, fig in zip(FIGURES + TICKET_FIGURES, figures):
-        write_atomic(out_dir / name, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=120))
-    return [out_dir / name for name in FIGURES + TICKET_FIGURES]
+    return dict(zip(FIGURES + TICKET_FIGURES, figures, strict=True))
 
 
 def plot_inference(table: pd.DataFrame) -> Figure:
     """Inference latency against % of weights remaining, one line per form, at batch 1 and batch 1000."""
-    table = _on_log_axis(table)
+    table = on_log_axis(table)
     fig = Figure(figsize=(10, 4), layout="constrained")
     for i, batch in enumerate(BATCH_SIZES):
         ax = fig.add_subplot(1, len(BATCH_SIZES), i + 1)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .config import CONTROLS
 from .inference import BATCH_SIZES, FORMS
-
-CONTROL_NAMES = {"reinit": "random reinit", "random_prune": "random pruning", "one_shot": "one-shot pruning"}
 
 
 def mean_std(values: pd.Series, fmt: str) -> str:
@@ -29,6 +28,20 @@ def format_percent(percent: float) -> str:
     return f"{percent:.1f}%" if percent >= 1 else f"{percent:.2g}%"
 
 
+def percent_by_level(results: pd.DataFrame) -> pd.Series:
+    """The percent of weights remaining at each level. Every network of a level has the same: its trials prune the
+    same counts, reinit trains the ticket's masks and random pruning keeps the ticket's per-layer counts."""
+    return results.groupby("level").percent_remaining.first()
+
+
+def nearest_level(percent: pd.Series, target: float, within: float | None = None) -> int | None:
+    """The level whose percent of weights (`percent_by_level`) is nearest `target`; with `within`, None unless it is
+    within that fraction of `target` (0.1: within 10%)."""
+    gaps = (percent / target - 1).abs()
+    level = int(gaps.idxmin())
+    return level if within is None or gaps[level] <= within else None
+
+
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per level: the ticket's sparsity, loss and accuracies, the controls' accuracies, time.
 
@@ -42,7 +55,7 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(
         {
             "weights": ticket.weights_remaining.first(),
-            "% left": ticket.percent_remaining.first().round(2),
+            "% left": percent_by_level(results).round(2),
             "test loss": ticket.final_test_loss.agg(mean_std, fmt=".4f"),
             "test acc": ticket.final_test_accuracy.agg(mean_std, fmt=".2f"),
             "train acc": ticket.final_train_accuracy.agg(mean_std, fmt=".2f"),
@@ -50,7 +63,7 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
             "stop iter": ticket.early_stop_iteration.agg(mean_std, fmt=".0f"),
         }
     )
-    for control in [c for c in CONTROL_NAMES if c in set(results.condition)]:
+    for control in [c for c in CONTROLS if c in set(results.condition)]:
         group = results[results.condition == control].groupby("level")
         table[f"{control} acc"] = group.final_test_accuracy.agg(mean_std, fmt=".2f")
         table[f"{control} stop acc"] = group.early_stop_test_accuracy.agg(mean_std, fmt=".2f")
@@ -103,7 +116,7 @@ def conclusions(results: pd.DataFrame) -> list[str]:
         f"{sparsest.early_stop_test_accuracy:.2f}% ({sparsest.early_stop_test_accuracy - dense_acc:+.2f} "
         f"points against dense) and stops early at iteration {sparsest.early_stop_iteration:.0f}."
     )
-    for control, name in CONTROL_NAMES.items():
+    for control, name in CONTROLS.items():
         if control not in mean.index.get_level_values(0):
             continue
         other = mean.loc[control]
@@ -175,7 +188,7 @@ def generalization_conclusions(results: pd.DataFrame) -> list[str]:
         f"{format_percent(pruned.percent_remaining[best])} ({pruned_gap[best]:.2f} points)."
     )
     last = pruned.index[-1]
-    for control, name in CONTROL_NAMES.items():
+    for control, name in CONTROLS.items():
         if control not in gap.index.get_level_values(0):
             continue
         other, other_gap = mean.loc[control], gap[control]
@@ -195,7 +208,7 @@ def accuracy_at_init_conclusions(curves: pd.DataFrame, results: pd.DataFrame) ->
     "Deconstructing lottery tickets: zeros, signs, and the supermask"); a mask on fresh weights does not.
     """
     at_init = curves[curves.iteration == 0].groupby(["condition", "level"]).test_accuracy.mean()
-    percent = results.groupby("level").percent_remaining.first()
+    percent = percent_by_level(results)
     ticket = at_init["ticket"]
     sentences = [f"Before any training, the dense network scores {ticket.iloc[0]:.2f}% on the test set (chance: 10%)."]
     if len(ticket) == 1:
@@ -210,7 +223,7 @@ def accuracy_at_init_conclusions(curves: pd.DataFrame, results: pd.DataFrame) ->
     )
     last = pruned.index[-1]
     controls = [
-        f"{name} {at_init[control, last]:.2f}%" for control, name in CONTROL_NAMES.items() if control in at_init.index
+        f"{name} {at_init[control, last]:.2f}%" for control, name in CONTROLS.items() if control in at_init.index
     ]
     if controls:
         sentences.append(
@@ -235,7 +248,7 @@ def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
     """
     acc = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_test_accuracy")
     stop = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_iteration")
-    percent = results.groupby("level").percent_remaining.first()
+    percent = percent_by_level(results)
     rows = _ticket_rows(acc, stop, percent)
     conditions = set(acc.columns.get_level_values(0))
     if "reinit" in conditions:
@@ -248,7 +261,7 @@ def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
 
 def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
     """The statements about winning tickets against the dense network."""
-    at_21, at_13, at_3 = (_level_near(percent, p) for p in (21.1, 13.5, 3.6))
+    at_21, at_13, at_3 = (nearest_level(percent, p, within=0.1) for p in (21.1, 13.5, 3.6))
     gain = acc["ticket"].sub(acc["ticket", 0], axis=0)  # per trial and level: points above dense
     rows = []
     if at_21 is not None:
@@ -299,7 +312,7 @@ def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
 
 def _reinit_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
     """The statements about the random-reinitialization control."""
-    at_51, at_21 = _level_near(percent, 51.3), _level_near(percent, 21.1)
+    at_51, at_21 = (nearest_level(percent, p, within=0.1) for p in (51.3, 21.1))
     rows = []
     if at_51 is not None:
         first = _below_dense_from(acc["reinit"].sub(acc["ticket", 0], axis=0).mean())
@@ -448,12 +461,6 @@ def _sooner_than_dense(statement: str, stop: pd.DataFrame, condition: str, level
         f"at {sooner} of {len(levels)} levels: dense at {mean_std(stop['ticket', 0], ',.0f')}; {who} at {stops}",
         "yes" if sooner == len(levels) else "no",
     )
-
-
-def _level_near(percent: pd.Series, target: float) -> int | None:
-    """The level whose percentage of weights is nearest `target`, if within 10% of it."""
-    gaps = (percent / target - 1).abs()
-    return int(gaps.idxmin()) if gaps.min() <= 0.1 else None
 
 
 def _below_dense_from(gain: pd.Series) -> int | None:

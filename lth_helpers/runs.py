@@ -1,53 +1,88 @@
 """The run folder: everything a run writes, saved level by level so that a rerun resumes after the last finished one.
 
-    with RunFolder.open(Path("runs/seed"), cfg) as run:   # held: no other run can write there meanwhile
-        run.save("init.pt", tensors)
+    with RunFolder.open(Path("runs/seed"), cfg) as run:   # checked and locked: no other run can use it meanwhile
+        run.save(INIT, tensors)                          # written whole, and listed in manifest.json
+    results = RunFolder(Path("runs/seed")).results()     # reading needs no lock
+
+Whoever starts a run opens its folder, once: the command line, or run_experiment for a Python caller. Every file
+goes in through the open folder (write, save, save_table, save_figures), which lists it in manifest.json before it
+writes it: --overwrite removes what the manifest lists. RunFolder(path) alone only reads.
 
 The folder holds config.json, init.pt (theta_0 of every trial), rewind.pt (late rewinding only),
 dense.pt (every trial's trained dense network), masks/level_NN.pt, tickets/level_NN.pt (trial 0's
 trained ticket), results.csv, curves.csv and progress.json; a level counts as finished once
-progress.json says so. Beside them, manifest.json lists every file this tool wrote there (what
---overwrite removes) and run.lock is the lock.
+progress.json says so. The report adds its figures, inference.csv and the exported ticket; the
+instability analysis, instability.csv and instability.png. Beside them, manifest.json lists every file this
+tool wrote there and run.lock is the lock.
 
-One way to write a file, `write_atomic`: to a temporary name in the same folder, then renamed into place, so a
-file is either whole or absent; a failed write (a full disk, no permission) removes its temporary file and raises
-a RunFolderError saying what could not be written. One way to read one, `read_checked`: whatever goes wrong
-(missing, cut short, garbage, wrong content, numbers out of range) raises a RunFolderError naming the file and the
-remedy, and changes nothing. progress.json records each table's row count, so that a table damaged later (a copy
-or a sync cut short) is named rather than misread.
+One way to write a file, `write_atomic`: to a temporary name in the same folder, synced to the disk, then renamed
+into place, so a file is either whole or absent, after a kill or a power cut alike; a failed write (a full disk, no
+permission) removes its temporary file and raises a WriteError saying what could not be written. One way to read
+one, `read_checked`: whatever goes wrong (missing, cut short, garbage, wrong content, numbers out of range) raises a
+DamagedFileError naming the file and the remedy, and changes nothing. progress.json records each table's row count,
+so that a table damaged later (a copy or a sync cut short) is named rather than misread.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import pandas as pd
 import torch
 
-from .config import CONDITIONS, Config
-from .model import LAYERS, layer_shapes
+from .config import CONDITIONS, METRICS, TRAIN_METRICS, Config, mask_conditions
+from .model import LAYERS, Params, layer_shapes
 from .pruning import Masks
-from .training import METRICS, TRAIN_METRICS
 
 try:
     import fcntl  # POSIX: the lock that keeps two runs out of one folder
 except ImportError:  # Windows: run folders are not locked
     fcntl = None
 
+# The files of a run folder. A run reads back the first nine (its state); the report and the instability analysis
+# write the rest.
+CONFIG = "config.json"
+PROGRESS = "progress.json"
+INIT = "init.pt"
+REWIND = "rewind.pt"
+DENSE = "dense.pt"  # every trial's trained dense network (level 0's final weights): what the one-shot control prunes
+RESULTS = "results.csv"
+CURVES = "curves.csv"
+MASKS, TICKETS = "masks", "tickets"  # folders of level files: masks/level_NN.pt, tickets/level_NN.pt
+INFERENCE_TABLE = "inference.csv"
+MANIFEST = "manifest.json"  # the files this tool wrote in the folder: what --overwrite removes
 LOCK_FILE = "run.lock"  # held (flock) by the run using the folder; empty, and left in place
-MANIFEST = "manifest.json"  # the files this tool wrote in the folder: all that --overwrite removes
 CLEARING = ".overwritten"  # --overwrite moves the tool's files here, then deletes it
-SUBFOLDERS = ("masks", "tickets")
-# The columns of the two tables, in order (experiment.level_rows and curve_rows write them; a test holds them equal).
+STATE_FILES = (CONFIG, PROGRESS, INIT, REWIND, DENSE, RESULTS, CURVES)
+LEVEL_FILE = re.compile(r"level_\d\d+\.pt")
+
+
+def masks_file(level: int) -> str:
+    """Every network's masks at `level`, by condition (config.mask_conditions) and layer."""
+    return f"{MASKS}/level_{level:02d}.pt"
+
+
+def ticket_file(level: int) -> str:
+    """Trial 0's trained ticket at `level`: the weights the report's inference forms and export start from."""
+    return f"{TICKETS}/level_{level:02d}.pt"
+
+
+def exported_ticket_file(level: int) -> str:
+    """The ticket of `level` exported in its smallest form (inference.smallest_form; load_ticket reads it)."""
+    return f"ticket_level_{level:02d}.pt"
+
+
+# The columns of the two tables, in order: experiment.level_rows and curve_rows write rows with these keys.
 TABLE_COLUMNS = {
-    "results.csv": (
+    RESULTS: (
         "level",
         "condition",
         "trial",
@@ -62,21 +97,10 @@ TABLE_COLUMNS = {
         *(f"final_{name}" for name in TRAIN_METRICS),
         "train_seconds",
     ),
-    "curves.csv": ("level", "condition", "trial", "iteration", *METRICS),
+    CURVES: ("level", "condition", "trial", "iteration", *METRICS),
 }
-# The files of a run folder written before manifests existed: the names this tool gives its files.
-LEGACY_FILES = ("config.json", "init.pt", "rewind.pt", "results.csv", "curves.csv", "progress.json", "inference.csv")
-# Files of later versions, which a folder whose manifest cannot be read may hold too.
-NEWER_FILES = ("dense.pt", "instability.csv", "instability.png")
-LEVEL_FILE = re.compile(r"(masks/level_|tickets/level_|ticket_level_)\d\d+\.pt")
 
 T = TypeVar("T")
-
-
-def mask_conditions(cfg: Config) -> tuple[str, ...]:
-    """The conditions whose masks a level's mask file holds: the ticket's, the random control's, and the one-shot
-    control's when the config trains it (the reinit control uses the ticket's)."""
-    return ("ticket", "random_prune", *(("one_shot",) if "one_shot" in cfg.controls else ()))
 
 
 class RunFolderError(RuntimeError):
@@ -96,17 +120,17 @@ class WriteError(RunFolderError):
         self.file, self.reason = file, reason
 
 
-_held: dict[Path, RunFolder] = {}  # the folders this process holds, by resolved path
-
-
 class RunFolder:
-    """A run's folder: its files, the levels finished, the lock that keeps other runs out."""
+    """A run's folder: its files, the levels finished, the lock that keeps other runs out.
+
+    `RunFolder(path)` reads; `RunFolder.open(path, cfg)` is the one way to write, and holds the folder until closed.
+    """
 
     def __init__(self, path: Path, cfg: Config | None = None):
         self.path = Path(path)
         self._cfg = cfg
         self._lock: IO | None = None
-        self._holds = 0  # nested opens of this folder by this process
+        self._open = False
         self._manifest: set[str] | None = None
 
     @property
@@ -120,68 +144,70 @@ class RunFolder:
     # Opening, holding, overwriting
 
     @classmethod
-    def check(cls, path: Path, cfg: Config, overwrite: bool = False) -> Config | None:
+    def check(cls, path: Path, cfg: Config, overwrite: bool = False) -> None:
         """Raise RunFolderError if `path` cannot hold a run of `cfg`: a file stands there, it holds a run of another
-        config, a damaged config.json, or a run's files without config.json (each unless `overwrite`). Writes
-        nothing. Returns the config saved there, if any (None when overwriting)."""
-        nearest = next(p for p in (path, *path.parents) if p.exists())
-        if not nearest.is_dir():
-            where = f"{path} is a file" if nearest == path else f"{nearest} is a file, so {path} cannot be made"
-            raise RunFolderError(f"{where}: a run needs a folder; choose another")
-        if overwrite:
-            return None
-        folder = cls(path)
-        saved = folder.saved_config()
-        folder._read_manifest()  # damaged: named now, before anything is written
-        if saved is None and [n for n in folder.tool_files(existing=True) if n != MANIFEST and n[-4:] != ".tmp"]:
-            raise RunFolderError(
-                f"{path} holds a run's files but no config.json, so which run they belong to is unknown; "
-                f"restore config.json, pass --overwrite to replace them, or choose another folder"
-            )
-        if saved is not None and saved.short_hash() != cfg.short_hash():
-            changed = [k for k, v in cfg.to_dict().items() if k != "preset" and saved.to_dict()[k] != v]
-            raise RunFolderError(
-                f"{path} holds a run with another config (differs in {', '.join(changed)}); "
-                f"choose another folder or pass --overwrite to replace it"
-            )
-        return saved
+        config, or a run's files without config.json (each unless `overwrite`); DamagedFileError if its config.json
+        or manifest.json cannot be read. Writes nothing: the command line checks its --out before loading the data."""
+        cls(Path(path), cfg)._check(overwrite)
 
     @classmethod
     def open(cls, path: Path, cfg: Config, overwrite: bool = False) -> RunFolder:
-        """Create the folder for `cfg`, or reopen it if it holds the same config; refuse another config, and a folder
-        that another run is using. Use it as `with RunFolder.open(...) as run:` to hold the folder until the end.
+        """Create the folder for `cfg`, or reopen it if it holds the same config; refuse another config (as `check`
+        does), and a folder that another run is using, leaving it as it was. Use it as
+        `with RunFolder.open(...) as run:` to hold the folder until the end.
 
-        Holding is re-entrant within a process: opening a folder this process already holds (for `cfg`) returns the
-        same RunFolder and neither checks the files again nor clears them. So the command line holds the folder from
-        its first read to its last figure while `run_experiment`, called inside, opens it as it does when called
-        alone (from the notebook, which writes its figures after the run has let the folder go).
+        The folder is locked first and checked once it is held, so that no run can write its config between the
+        check and the lock. A folder this process holds already is refused like any other: one run, one open.
         """
         path = Path(path)
-        held = _held.get(path.resolve())
-        if held is not None:
-            if held.config is not None and held.config.short_hash() != cfg.short_hash():
-                raise RunFolderError(f"{path} is held by this process for a run of another config")
-            held._holds += 1
-            return held
-        cls.check(path, cfg, overwrite)  # before anything is written
-        run = cls(path, cfg)
+        _check_place(path)
         path.mkdir(parents=True, exist_ok=True)
+        run = cls(path, cfg)
+        made_lock_file = not (path / LOCK_FILE).exists()
         run._hold()
         try:
-            saved = cls.check(path, cfg, overwrite)  # again, now held: a run that held it may have left its config
+            new = run._check(overwrite)
+        except BaseException:  # refused: the folder is left as it was, without the lock file this open made
+            if made_lock_file:
+                (path / LOCK_FILE).unlink(missing_ok=True)  # while still held: no other run can lock it meanwhile
+            run.close()
+            raise
+        try:
             if overwrite:
                 run.clear()
-            elif not (path / MANIFEST).exists():  # a folder of a version without manifests: list its files now
-                for name in run.tool_files(existing=True):
-                    run.record(path / name)
-            for name in SUBFOLDERS:
+            for name in (MASKS, TICKETS):
                 (path / name).mkdir(exist_ok=True)
-            if saved is None:  # a new folder, or one overwritten (check returns None then)
-                run.write("config.json", lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n"))
+            if new:
+                run.write(CONFIG, lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n"))
         except BaseException:
-            run.release()
+            run.close()
             raise
         return run
+
+    def _check(self, overwrite: bool) -> bool:
+        """`check` for this folder's config; returns whether config.json is still to be written (a new folder, or
+        one being overwritten)."""
+        _check_place(self.path)
+        if overwrite:
+            return True
+        saved = self.saved_config()
+        if saved is None:
+            if (self.path / MANIFEST).exists():
+                self._read_manifest()  # damaged: named now, before anything is written
+            if [name for name in self._tool_files() if name != MANIFEST and not name.endswith(".tmp")]:
+                raise RunFolderError(
+                    f"{self.path} holds a run's files but no config.json, so which run they belong to is unknown; "
+                    f"restore config.json, pass --overwrite to replace them, or choose another folder"
+                )
+            return True
+        if saved.short_hash() != self._cfg.short_hash():
+            changed = [k for k, v in self._cfg.to_dict().items() if k != "preset" and saved.to_dict()[k] != v]
+            raise RunFolderError(
+                f"{self.path} holds a run with another config (differs in {', '.join(changed)}); "
+                f"choose another folder or pass --overwrite to replace it"
+            )
+        self._read_manifest()  # a run folder has one from its start: missing or unreadable, the folder is damaged
+        return False
 
     def _hold(self) -> None:
         """Lock the folder for this process: two runs in one folder would each append every level's rows.
@@ -190,8 +216,7 @@ class RunFolder:
         run never leaves the folder locked. Where there is no such lock (Windows, a file system without locks,
         a folder this process cannot write to, which no run can then damage) the folder is not guarded.
         """
-        self._holds = 1
-        _held[self.path.resolve()] = self
+        self._open = True
         if fcntl is None:
             return
         try:
@@ -202,7 +227,7 @@ class RunFolder:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            del _held[self.path.resolve()]
+            self._open = False
             raise RunFolderError(
                 f"{self.path} is in use by another run (in another terminal or notebook); "
                 f"wait for it to finish or stop it, or choose another folder"
@@ -212,12 +237,9 @@ class RunFolder:
             return
         self._lock = handle
 
-    def release(self) -> None:
-        """Undo one open; the last lets another run use the folder (closing the file drops the lock)."""
-        self._holds -= 1
-        if self._holds > 0:
-            return
-        _held.pop(self.path.resolve(), None)
+    def close(self) -> None:
+        """Let another run use the folder (closing the file drops the lock); this RunFolder then only reads."""
+        self._open = False
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -226,7 +248,7 @@ class RunFolder:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.release()
+        self.close()
 
     def clear(self) -> None:
         """Remove every file this tool wrote here, and nothing else: all of them or, if one cannot be moved, none.
@@ -237,7 +259,7 @@ class RunFolder:
         """
         side = self.path / CLEARING
         shutil.rmtree(side, ignore_errors=True)  # left by a clear whose deletion was cut short
-        names = sorted(self.tool_files(existing=True), key=_clearing_order)
+        names = sorted(self._tool_files(), key=_clearing_order)
         side.mkdir()
         moved: list[str] = []
         try:
@@ -255,60 +277,112 @@ class RunFolder:
                 f"fix that, or choose another folder"
             ) from None
         self._manifest = set()
-        for name in SUBFOLDERS:
+        for name in (MASKS, TICKETS):
             if (self.path / name).is_dir() and not any((self.path / name).iterdir()):
                 (self.path / name).rmdir()
         shutil.rmtree(side, ignore_errors=True)
 
-    def tool_files(self, existing: bool = False) -> list[str]:
-        """The files this tool wrote here (relative names), the manifest last; with `existing`, those present.
+    def _tool_files(self) -> list[str]:
+        """The files this tool wrote here that are present (relative names), with temporary ones, the manifest last.
 
-        From manifest.json; a folder without one (written before manifests existed), or whose manifest cannot be
-        read, is taken to hold the files with the names this tool gives its files.
+        From manifest.json. Where it is missing or cannot be read, which files are the tool's is unknown: then the
+        files a run reads back, by their names, which a new run in the folder would otherwise take for its own.
         """
         try:
-            names = self._read_manifest()
+            names = read_checked(self.path / MANIFEST, _parse_manifest)
         except DamagedFileError:
-            names = None
-        if names is None:
-            from .plotting import FIGURES, INFERENCE_FIGURE  # here: plotting imports this module
-
-            names = {*LEGACY_FILES, *NEWER_FILES, *FIGURES, INFERENCE_FIGURE, *self._level_files()}
+            names = self._state_files()
         candidates = [*sorted(names), *(f"{n}.tmp" for n in sorted(names)), f"{MANIFEST}.tmp", MANIFEST]
-        return [n for n in candidates if not existing or (self.path / n).is_file()]
+        return [n for n in candidates if (self.path / n).is_file()]
 
-    def _level_files(self) -> list[str]:
-        found = []
-        for folder in (self.path, *(self.path / name for name in SUBFOLDERS)):
-            if folder.is_dir():
-                names = (p.relative_to(self.path).as_posix() for p in folder.iterdir())
-                found += [n for n in names if LEVEL_FILE.fullmatch(n)]
-        return found
+    def _state_files(self) -> set[str]:
+        """The files a run reads back, by their names: STATE_FILES and the level files in masks/ and tickets/."""
+        names = set(STATE_FILES)
+        for folder in (MASKS, TICKETS):
+            if (self.path / folder).is_dir():
+                names |= {f"{folder}/{p.name}" for p in (self.path / folder).iterdir() if LEVEL_FILE.fullmatch(p.name)}
+        return names
 
-    def _read_manifest(self) -> set[str] | None:
-        if self._manifest is None and (self.path / MANIFEST).exists():
-            self._manifest = read_checked(self.path / MANIFEST, _parse_manifest)
+    def _read_manifest(self) -> set[str]:
+        """manifest.json's list, checked; an empty list in a folder that has none yet (a new one)."""
+        if self._manifest is None:
+            exists = (self.path / MANIFEST).exists() or self.saved_config() is not None
+            self._manifest = read_checked(self.path / MANIFEST, _parse_manifest) if exists else set()
         return self._manifest
 
-    def record(self, file: Path) -> None:
-        """Add `file` (inside the folder) to the manifest before it is written, so --overwrite can remove it."""
-        name = Path(file).resolve().relative_to(self.path.resolve()).as_posix()
-        names = self._read_manifest() or set()
-        if name in names or name == MANIFEST:
+    def _record(self, name: str) -> None:
+        """List `name` in the manifest before it is written, so that --overwrite can remove it."""
+        names = self._read_manifest()
+        if name in names:
             return
         self._manifest = names | {name}
         text = json.dumps({"files": sorted(self._manifest)}, indent=1) + "\n"
-        _replace(self.path / MANIFEST, lambda tmp: tmp.write_text(text))
+        write_atomic(self.path / MANIFEST, lambda tmp: tmp.write_text(text))
 
     # -----------------------------------------------------------------------------------------
-    # Reading and writing the run's files
+    # Writing: an open folder only
 
     def write(self, name: str, write: Callable[[Path], None]) -> None:
-        """Write the file `name` of the folder atomically: `write(tmp)` fills a temporary file."""
-        write_atomic(self.path / name, write)
+        """Write the file `name` (relative to the folder) whole or not at all, through `write(tmp)`, which fills a
+        temporary file (write_atomic); listed in the manifest first. A failure is a WriteError that says the finished
+        levels are kept."""
+        if not self._open:
+            raise RunFolderError(f"{self.path} is not open for writing; open it with RunFolder.open(path, cfg)")
+        try:
+            self._record(name)
+            write_atomic(self.path / name, write)
+        except WriteError as error:
+            raise WriteError(
+                f"could not write {error.file}: {error.reason}; the finished levels are kept in {self.path}: "
+                f"free some space (or fix the permission) and run the same command again to resume",
+                error.file,
+                error.reason,
+            ) from None
+
+    def save(self, name: str, tensors: Mapping[str, Any]) -> None:
+        """A dict of tensors (moved to the CPU), with torch.save. Serialized in memory first: torch's own file writer
+        reports a full disk as a RuntimeError from C++, Python's as the OSError it is."""
+        buffer = io.BytesIO()
+        torch.save({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in tensors.items()}, buffer)
+        self.write(name, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+    def save_table(self, name: str, table: pd.DataFrame) -> None:
+        self.write(name, lambda tmp: table.to_csv(tmp, index=False))
+
+    def save_figures(self, figures: Mapping[str, Any]) -> None:
+        """matplotlib Figures, by file name, as PNG files."""
+        for name, figure in figures.items():
+            self.write(name, lambda tmp, figure=figure: figure.savefig(tmp, format="png", dpi=120))
+
+    def save_masks(self, level: int, masks: dict[str, Masks]) -> None:
+        flat = {f"{condition}.{layer}": m for condition, stack in masks.items() for layer, m in stack.items()}
+        self.save(masks_file(level), flat)
+
+    def cached(self, name: str, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The tensor file `name`, made (and saved) first if the folder has none."""
+        if not self.exists(name):
+            self.save(name, make())
+        return self.load(name)
+
+    def finish_level(self, level: int, rows: list[dict], curves: list[dict]) -> None:
+        """Append the level's rows, then mark it finished: a crash in between only repeats the level."""
+        counts = {}
+        for name, new, old in ((RESULTS, rows, self.results()), (CURVES, curves, self.curves())):
+            _check_table(name, pd.DataFrame(new))  # the tool writes only what it reads back
+            table = pd.concat([old, pd.DataFrame(new)], ignore_index=True) if len(old) else pd.DataFrame(new)
+            self.save_table(name, table)
+            counts[name] = len(table)
+        progress = json.dumps({"levels_done": level + 1, "rows": counts}) + "\n"
+        self.write(PROGRESS, lambda tmp: tmp.write_text(progress))
+
+    # -----------------------------------------------------------------------------------------
+    # Reading, every file checked
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).exists()
 
     def saved_config(self) -> Config | None:
-        file = self.path / "config.json"
+        file = self.path / CONFIG
         if not file.exists():
             return None
         return read_checked(file, lambda f: Config.from_dict(json.loads(f.read_text())))
@@ -319,30 +393,20 @@ class RunFolder:
 
     def _progress(self) -> dict:
         """progress.json: the levels finished, and how many rows of each table they hold."""
-        file = self.path / "progress.json"
+        file = self.path / PROGRESS
         if not file.exists():
             return {"levels_done": 0, "rows": {}}
         return read_checked(file, self._parse_progress)
 
     def _parse_progress(self, file: Path) -> dict:
         progress = json.loads(file.read_text())
-        levels, rows = progress["levels_done"], progress.get("rows", {})
+        levels, rows = progress["levels_done"], progress["rows"]
         most = self.config.rounds + 1 if self.config is not None else None
         if not _is_count(levels) or (most is not None and levels > most):
             raise ValueError(f"levels_done is {levels!r}, not a whole number from 0 to {most}")
-        if not isinstance(rows, dict) or not all(
-            k in ("results.csv", "curves.csv") and _is_count(v) for k, v in rows.items()
-        ):
-            raise ValueError(f"rows is {rows!r}, not row counts of results.csv and curves.csv")
+        if not isinstance(rows, dict) or not all(k in TABLE_COLUMNS and _is_count(v) for k, v in rows.items()):
+            raise ValueError(f"rows is {rows!r}, not row counts of {RESULTS} and {CURVES}")
         return {"levels_done": levels, "rows": rows}
-
-    def cached(self, name: str, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        if not (self.path / name).exists():
-            self.save(name, make())
-        return self.load(name)
-
-    def save(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
-        save_tensors(self.path / name, {k: v.cpu() for k, v in tensors.items()})
 
     def load(self, name: str) -> dict[str, torch.Tensor]:
         """A tensor file of the folder, checked: a dict of the tensors, names and shapes a run of its config saves."""
@@ -366,30 +430,36 @@ class RunFolder:
         if cfg is None:
             return None
         shapes = layer_shapes(cfg.fc1_width, cfg.fc2_width)
-        if name.startswith("masks/"):
+        folder = name.split("/")[0]
+        if folder == MASKS:
             return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in mask_conditions(cfg) for layer in LAYERS}
-        n = 1 if name.startswith("tickets/") else cfg.trials
+        n = 1 if folder == TICKETS else cfg.trials
         params = {}
         for layer in LAYERS:
             params[f"{layer}.weight"], params[f"{layer}.bias"] = (n, *shapes[layer]), (n, shapes[layer][0])
         return params
 
-    def save_masks(self, level: int, masks: dict[str, Masks]) -> None:
-        flat = {f"{condition}.{layer}": m for condition, stack in masks.items() for layer, m in stack.items()}
-        self.save(f"masks/level_{level:02d}.pt", flat)
-
     def load_masks(self, level: int) -> dict[str, Masks]:
+        """Every network's masks at `level`: condition (config.mask_conditions) -> layer -> (trials, out, in)."""
         masks: dict[str, Masks] = {}
-        for key, value in self.load(f"masks/level_{level:02d}.pt").items():
+        for key, value in self.load(masks_file(level)).items():
             condition, layer = key.split(".")
             masks.setdefault(condition, {})[layer] = value
         return masks
 
+    def ticket_masks(self) -> Mapping[int, Masks]:
+        """Each finished level's ticket masks (every trial), read when a level is asked for."""
+        return _ByLevel(lambda level: self.load_masks(level)["ticket"], self.levels_done)
+
+    def trained_tickets(self) -> Mapping[int, Params]:
+        """Each finished level's trained ticket (trial 0, a stack of one), read when a level is asked for."""
+        return _ByLevel(lambda level: self.load(ticket_file(level)), self.levels_done)
+
     def results(self) -> pd.DataFrame:
-        return self._read_csv("results.csv")
+        return self._read_csv(RESULTS)
 
     def curves(self) -> pd.DataFrame:
-        return self._read_csv("curves.csv")
+        return self._read_csv(CURVES)
 
     def _read_csv(self, name: str) -> pd.DataFrame:
         """The rows of the finished levels, as many as progress.json recorded; rows of a level cut off before
@@ -397,7 +467,6 @@ class RunFolder:
         progress = self._progress()
         if not progress["levels_done"]:
             return pd.DataFrame()
-        recorded = progress["rows"].get(name)  # run folders of older versions recorded no counts
 
         def parse(file: Path) -> pd.DataFrame:
             text = file.read_bytes()
@@ -406,21 +475,38 @@ class RunFolder:
             table = pd.read_csv(io.BytesIO(text))  # the bytes just checked: the file is read once
             _check_table(name, table)
             finished = table[table["level"] < progress["levels_done"]].reset_index(drop=True)
-            if recorded is not None and len(finished) != recorded:
+            recorded = progress["rows"].get(name)
+            if len(finished) != recorded:
                 raise ValueError(f"{len(finished)} rows of finished levels, progress.json recorded {recorded}")
             return finished
 
         return read_checked(self.path / name, parse)
 
-    def finish_level(self, level: int, rows: list[dict], curves: list[dict]) -> None:
-        """Append the level's rows, then mark it finished: a crash in between only repeats the level."""
-        counts = {}
-        for name, new, old in (("results.csv", rows, self.results()), ("curves.csv", curves, self.curves())):
-            table = pd.concat([old, pd.DataFrame(new)], ignore_index=True) if len(old) else pd.DataFrame(new)
-            self.write(name, lambda tmp, table=table: table.to_csv(tmp, index=False))
-            counts[name] = len(table)
-        progress = json.dumps({"levels_done": level + 1, "rows": counts}) + "\n"
-        self.write("progress.json", lambda tmp: tmp.write_text(progress))
+
+class _ByLevel(Mapping[int, T]):
+    """Level -> `read(level)`, for the levels 0 to `levels` - 1, each read when it is asked for."""
+
+    def __init__(self, read: Callable[[int], T], levels: int):
+        self._read, self._levels = read, levels
+
+    def __getitem__(self, level: int) -> T:
+        if level not in range(self._levels):
+            raise KeyError(level)
+        return self._read(level)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self._levels))
+
+    def __len__(self) -> int:
+        return self._levels
+
+
+def _check_place(path: Path) -> None:
+    """Raise RunFolderError where a file stands at `path` or above it: a run needs a folder."""
+    nearest = next(p for p in (path, *path.parents) if p.exists())
+    if not nearest.is_dir():
+        where = f"{path} is a file" if nearest == path else f"{nearest} is a file, so {path} cannot be made"
+        raise RunFolderError(f"{where}: a run needs a folder; choose another")
 
 
 def _check_table(name: str, table: pd.DataFrame) -> None:
@@ -442,49 +528,41 @@ def _check_table(name: str, table: pd.DataFrame) -> None:
 
 
 def write_atomic(file: Path, write: Callable[[Path], None]) -> None:
-    """Write `file` through `write(tmp)` into a temporary file beside it, then rename that into place.
+    """Write `file` whole or not at all: `write(tmp)` fills a temporary file beside it, which is synced to the disk
+    before it is renamed into place; the folder is synced after the rename, so that the rename lasts too.
 
-    A reader (or a run killed meanwhile) sees the old file or the new one, never half of one. A file written into a
-    folder this process holds is first recorded in that folder's manifest. Any OSError (a full disk, no permission)
-    removes the temporary file and becomes a WriteError (a RunFolderError) that names the file.
+    A reader, a run killed meanwhile, or a power cut sees the old file or the new one, never half of one. Any OSError
+    (a full disk, no permission) removes the temporary file and becomes a WriteError that names the file.
     """
     file = Path(file)
-    holder = _holder_of(file)
-    try:
-        if holder is not None:
-            holder.record(file)
-        _replace(file, write)
-    except OSError as error:
-        folder = file.parent if holder is None else holder.path
-        raise WriteError(
-            f"could not write {file}: {_reason(error)}; the finished levels are kept in {folder}: "
-            f"free some space (or fix the permission) and run the same command again to resume",
-            file,
-            _reason(error),
-        ) from None
-
-
-def save_tensors(file: Path, tensors: object) -> None:
-    """torch.save, through write_atomic. Serialized in memory first: torch's own file writer reports a full disk as
-    a RuntimeError from C++, Python's as the OSError it is."""
-    buffer = io.BytesIO()
-    torch.save(tensors, buffer)
-    write_atomic(file, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
-
-
-def _replace(file: Path, write: Callable[[Path], None]) -> None:
     tmp = file.with_name(file.name + ".tmp")
     try:
         write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, file)
-    except BaseException:  # a full disk, or Ctrl-C: no temporary file is left behind
+        _sync_folder(file.parent)
+    except BaseException as error:  # a full disk, or Ctrl-C: no temporary file is left behind
         tmp.unlink(missing_ok=True)
-        raise
+        if not isinstance(error, OSError):
+            raise
+        raise WriteError(f"could not write {file}: {_reason(error)}", file, _reason(error)) from None
 
 
-def _holder_of(file: Path) -> RunFolder | None:
-    where = file.resolve().parent
-    return next((run for path, run in _held.items() if where == path or path in where.parents), None)
+def _sync_folder(folder: Path) -> None:
+    """Make the renames in `folder` last through a power cut. Windows cannot open a folder, and some file systems
+    (network and FUSE mounts) cannot sync one: there, a rename lasts as the system makes it."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    finally:
+        os.close(handle)
 
 
 def read_checked(file: Path, parse: Callable[[Path], T]) -> T:
@@ -528,4 +606,4 @@ def _inside(name: object) -> bool:
 def _clearing_order(name: str) -> int:
     """progress.json first, config.json and the manifest last: a clear cut short leaves a run with no level
     finished, which resumes or is overwritten, never results without their config."""
-    return {"progress.json": 0, "config.json": 2, MANIFEST: 3}.get(name, 1)
+    return {PROGRESS: 0, CONFIG: 2, MANIFEST: 3}.get(name, 1)

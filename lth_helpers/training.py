@@ -29,14 +29,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .config import METRICS
 from .data import BatchSampler, MNISTSplits, get_batch
 from .fast_step import FastStep
 from .model import LAYERS, Params, StackedMLP, stacked_linear
 from .pruning import current_params, pruned_weight
-
-METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
-TRAIN_METRICS = ("train_accuracy", "train_loss")  # taken once, at the end of training: the whole training split
-
 
 DIVERGENCE_FACTOR = 100  # a training loss this many times its start (at least ln 10, a uniform guess) has diverged
 DIVERGED = f"NaN, infinite, or over {DIVERGENCE_FACTOR} times its starting value"

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+import lth_helpers.cli as cli
 from lth_helpers.cli import build_parser, main
 from lth_helpers.config import make_config
 from lth_helpers.data import MNIST_FILES
@@ -137,12 +138,37 @@ def test_help_lists_every_config_field_with_each_presets_value(capsys):
     assert "paper: 50000" in text.replace("\n", " ").replace("  ", " ")
     flat = " ".join(text.split())
     assert "reinit, random_prune, one_shot" in flat  # the controls there are
-    assert "python -m lth_helpers compare" in flat and "python -m lth_helpers instability RUN_DIR" in flat
+    assert "python -m lth_helpers compare" in flat and "python -m lth_helpers instability [-h]" in flat
 
 
 def test_a_field_takes_its_flag_with_dashes_or_with_its_own_underscores():
     for spelling in ("--prune-rate-output", "--prune_rate_output"):
-        assert build_parser().parse_args([spelling, "0.3"]).prune_rate_output == 0.3
+        assert build_parser().parse_args(["run", spelling, "0.3"]).prune_rate_output == 0.3
+
+
+def test_a_command_line_that_names_no_subcommand_is_the_subcommand_run(monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "run_command", lambda args, parser: seen.append((vars(args), parser.prog)) or 0)
+    for argv in (["--preset", "smoke", "--out", "compare"], ["run", "--preset", "smoke", "--out", "compare"], []):
+        assert main(argv) == 0
+    assert seen[0] == seen[1] and seen[0][0]["out"] == "compare"  # an argument, not the subcommand compare
+    assert seen[0][1] == "python -m lth_helpers" and seen[2][0]["preset"] is None
+
+
+def test_every_subcommand_has_its_parser_its_function_and_a_place_in_runs_help(capsys):
+    parser = build_parser()
+    assert list(parser.commands) == ["run", "compare", "instability"]
+    for name, subparser in parser.commands.items():
+        assert isinstance(subparser, cli.Parser) and callable(subparser.get_default("run")), name
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "python -m lth_helpers compare" in capsys.readouterr().out.replace("\n", " ")
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--out"])  # a subcommand's parser errors on one line too
+    error = capsys.readouterr().err
+    assert (
+        exit_.value.code == 2 and error.count("\n") == 1 and error.startswith("python -m lth_helpers compare: error:")
+    )
 
 
 def test_smoke_preset_end_to_end_on_real_mnist(tmp_path):

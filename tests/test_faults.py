@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -161,6 +162,30 @@ def test_a_file_size_limit_hit_by_torchs_own_writer_is_one_line_and_exit_1(tmp_p
     assert done.returncode == 1 and one_line(done.stderr), done.stderr
     assert f"could not write {out / 'init.pt'}: File too large" in done.stderr
     assert not list(out.rglob("*.tmp")) and not (out / "init.pt").exists()
+
+
+def test_a_file_is_synced_before_its_rename_and_its_folder_after(tmp_path, monkeypatch):
+    """Whole or absent after a power cut too: the data reach the disk before the name points at them, and the
+    rename itself reaches the disk before the write counts as done."""
+    events = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        info = os.fstat(fd)
+        events.append(("sync folder" if stat.S_ISDIR(info.st_mode) else "sync file", info.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(
+        os, "replace", lambda src, dst: events.append(("rename", Path(dst).name)) or REAL_REPLACE(src, dst)
+    )
+    file = tmp_path / "table.csv"
+    write_atomic(file, lambda tmp: tmp.write_text("new\n"))
+    assert events == [
+        ("sync file", file.stat().st_ino),
+        ("rename", "table.csv"),
+        ("sync folder", tmp_path.stat().st_ino),
+    ]
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary_one(tmp_path):
@@ -404,6 +429,7 @@ def test_an_overwrite_that_fails_midway_removes_nothing_and_a_second_one_succeed
 
 def test_a_folder_with_results_but_no_config_is_refused_not_adopted(command, copy):
     (copy / "config.json").unlink()
+    (copy / runs.LOCK_FILE).unlink()  # refused, the folder is left as it was: not even a lock file is added
     before = snapshot(copy)
     for cfg in (CFG, tiny_config(rounds=2)):
         with pytest.raises(RunFolderError, match="holds a run's files but no config.json.*--overwrite"):
@@ -415,16 +441,23 @@ def test_a_folder_with_results_but_no_config_is_refused_not_adopted(command, cop
     assert sorted(RunFolder(copy).results().level.unique()) == [0, 1, 2]
 
 
-def test_a_run_folder_written_before_manifests_is_taken_to_hold_the_files_the_tool_names_so(copy):
+def test_a_run_folder_without_its_manifest_is_damaged_and_overwrite_clears_the_files_a_run_reads(command, copy):
+    """config.json without manifest.json: which files are the tool's is unknown, so the folder is damaged. Overwritten,
+    the files a run reads back go (a new run would take them for its own); any other file stays."""
     (copy / runs.MANIFEST).unlink()
     (copy / "mine.png").write_bytes(b"mine")
-    (copy / "accuracy_curves.png").write_bytes(b"a figure of the old run")
-    run_experiment(CFG, copy, synthetic_splits(), progress=False)  # resumed: finished already, its files listed
-    listed = json.loads((copy / runs.MANIFEST).read_text())["files"]
-    assert {"init.pt", "rewind.pt", "masks/level_01.pt", "results.csv"} <= set(listed) and "mine.png" not in listed
+    before = snapshot(copy)
+    with pytest.raises(DamagedFileError, match=f"^{re.escape(str(copy / runs.MANIFEST))} cannot be read"):
+        run_experiment(CFG, copy, synthetic_splits(), progress=False)
+    code, error = command(copy)
+    assert (
+        code == 1 and one_line(error) and f"{copy / runs.MANIFEST} cannot be read" in error and "--overwrite" in error
+    )
+    assert snapshot(copy) == before
     run_experiment(tiny_config(rounds=0, trials=1, iterations=20), copy, synthetic_splits(), overwrite=True)
     assert not (copy / "masks" / "level_01.pt").exists() and not (copy / "rewind.pt").exists()
-    assert not (copy / "accuracy_curves.png").exists() and (copy / "mine.png").read_bytes() == b"mine"
+    assert (copy / "mine.png").read_bytes() == b"mine" and sorted(RunFolder(copy).results().level) == [0]
+    assert "mine.png" not in json.loads((copy / runs.MANIFEST).read_text())["files"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,17 +491,51 @@ def test_a_second_run_during_the_first_ones_report_is_refused_and_the_first_fini
     assert code == 0, error
     assert seen and seen[0].startswith(f"{out} is in use by another run")
     assert (out / "ticket_level_01.pt").exists() and (out / "config.json").exists()
-    assert not runs._held  # once the command has ended, the folder is free: even this process can lock it anew
-    with RunFolder.open(out, RunFolder(out).saved_config()):
+    with RunFolder.open(out, RunFolder(out).saved_config()):  # once the command has ended, the folder is free
         pass
 
 
-def test_the_notebooks_sequence_still_works_after_run_experiment_lets_the_folder_go(tmp_path):
-    from lth_helpers.plotting import save_figures
+def test_the_command_line_opens_its_folder_once_and_checks_memory_once(command, tmp_path, monkeypatch):
+    opened, memory_checks = [], []
+    real_open, real_check_memory = RunFolder.open.__func__, cli.check_memory
+    monkeypatch.setattr(
+        RunFolder, "open", classmethod(lambda cls, *a, **k: opened.append(a) or real_open(cls, *a, **k))
+    )
+    monkeypatch.setattr(cli, "check_memory", lambda *a: memory_checks.append(a) or real_check_memory(*a))
+    monkeypatch.setattr(experiment, "check_memory", lambda *a: pytest.fail("the run's memory checked again"))
+    assert command(tmp_path / "run")[0] == 0
+    assert len(opened) == 1 and len(memory_checks) == 1
+
+
+def test_a_folder_is_held_by_one_open_and_written_only_through_it(tmp_path):
+    with RunFolder.open(tmp_path / "run", CFG) as run:
+        with pytest.raises(RunFolderError, match="is in use by another run"):  # this process too: one run, one open
+            RunFolder.open(tmp_path / "run", CFG)
+        with pytest.raises(RunFolderError, match="not open for writing"):
+            RunFolder(tmp_path / "run").save_table("notes.csv", pd.DataFrame({"a": [1]}))
+        run.save_table("notes.csv", pd.DataFrame({"a": [1]}))
+    with pytest.raises(RunFolderError, match="not open for writing"):  # closed: it only reads now
+        run.save_table("notes.csv", pd.DataFrame({"a": [2]}))
+    assert (tmp_path / "run" / "notes.csv").read_text() == "a\n1\n"
+
+
+def test_the_notebooks_figures_and_inference_table_are_whole_listed_and_cleared_by_overwrite(tmp_path):
+    """The notebook writes them after run_experiment has let the folder go, through the folder opened again."""
+    from lth_helpers.inference import inference_table
+    from lth_helpers.plotting import run_figures
 
     results = run_experiment(CFG, tmp_path, synthetic_splits(), progress=False)
-    paths = save_figures(results, RunFolder(tmp_path).curves(), tmp_path)
-    assert all(path.stat().st_size > 0 for path in paths) and not list(tmp_path.glob("*.tmp"))
+    run = RunFolder(tmp_path)
+    figures = run_figures(results, run.curves(), run.load(runs.INIT), run.ticket_masks())
+    table = inference_table(run.trained_tickets(), run.ticket_masks(), synthetic_splits().test_x, repeats=2)
+    with RunFolder.open(tmp_path, CFG) as folder:
+        folder.save_figures(figures)
+        folder.save_table(runs.INFERENCE_TABLE, table)
+    written = [*figures, runs.INFERENCE_TABLE]
+    assert all((tmp_path / name).stat().st_size > 0 for name in written) and not list(tmp_path.glob("*.tmp"))
+    assert set(written) <= set(json.loads((tmp_path / runs.MANIFEST).read_text())["files"])
+    run_experiment(tiny_config(rounds=0, trials=1, iterations=20), tmp_path, synthetic_splits(), overwrite=True)
+    assert not any((tmp_path / name).exists() for name in written)
 
 
 # ---------------------------------------------------------------------------------------------

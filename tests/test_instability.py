@@ -189,7 +189,7 @@ def test_a_diverging_copy_is_named_and_nothing_is_written(copy, monkeypatch):
 @pytest.fixture
 def command(monkeypatch, capsys):
     """The subcommand on synthetic data; returns (exit status, stdout, stderr)."""
-    monkeypatch.setattr(cli, "load_mnist", lambda root, val_size, device: synthetic_splits())
+    monkeypatch.setattr(instability, "load_mnist", lambda root, val_size, device: synthetic_splits())
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()

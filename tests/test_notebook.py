@@ -72,7 +72,8 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert "mask entries that differ" in html
     assert "Only one finished run" in printed  # the comparison of runs, with one run in RUNS_DIR
     (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
+    listed = json.loads((run_dir / "manifest.json").read_text())["files"]  # what --overwrite clears
     for name in ("results.csv", "curves.csv", "inference.csv", *FIGURES, *TICKET_FIGURES, TABLE, FIGURE):
-        assert (run_dir / name).exists(), name
+        assert (run_dir / name).exists() and name in listed, name
     paths = pd.read_csv(run_dir / TABLE)  # the dense network and the sparsest level, ticket and every control
     assert set(zip(paths.level, paths.condition)) == {(0, "ticket"), *((1, c) for c in CONDITIONS)}

@@ -4,6 +4,7 @@ pictures of what a ticket keeps, each checked against the run folder it draws.""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -19,9 +20,10 @@ from lth_helpers.plotting import (
     plot_initial_weights,
     plot_input_pixels,
     plot_layer_sparsity,
-    save_figures,
+    run_figures,
 )
 from lth_helpers.report import accuracy_at_init_conclusions, format_percent
+from lth_helpers.runs import INIT
 from tests.conftest import make_run, results
 
 
@@ -50,9 +52,17 @@ def run_dir(tmp_path_factory):
     return make_run(tmp_path_factory.mktemp("run") / "tiny")
 
 
-def test_save_figures_writes_the_papers_figures_and_what_the_ticket_keeps_into_the_run_folder(run_dir, tmp_path):
+def save_figures(run_dir):
+    """Draw a run's figures from its folder and write them into it, as the command line and the notebook do."""
     run = RunFolder(run_dir)
-    paths = save_figures(run.results(), run.curves(), run_dir)
+    figures = run_figures(run.results(), run.curves(), run.load(INIT), run.ticket_masks())
+    with RunFolder.open(run_dir, run.config) as folder:
+        folder.save_figures(figures)
+    return [run_dir / name for name in figures]
+
+
+def test_run_figures_are_the_papers_figures_and_what_the_ticket_keeps_written_into_the_run_folder(run_dir, tmp_path):
+    paths = save_figures(run_dir)
     names = {path.name for path in paths}
     assert names == set(FIGURES + TICKET_FIGURES) and len(names) == 8
     assert all(path.parent == run_dir and path.stat().st_size > 10_000 for path in paths)
@@ -64,8 +74,9 @@ def test_input_pixels_show_each_pixels_surviving_fc1_connections_and_dead_pixels
     run = RunFolder(copy)
     masks = run.load_masks(3)
     masks["ticket"]["fc1"][0, :, :28] = 0  # the top row of pixels loses every connection
-    run.save_masks(3, masks)
-    fig = plot_input_pixels(copy)
+    with RunFolder.open(copy, run.config) as folder:
+        folder.save_masks(3, masks)
+    fig = plot_input_pixels(run.ticket_masks())
     percent = run.results().query("condition == 'ticket'").groupby("level").percent_remaining.first()
     kept = sum(int(m[0].sum()) for m in masks["ticket"].values()) / sum(m[0].numel() for m in masks["ticket"].values())
     expected = [format_percent(p) for p in (percent[1], percent[2], 100 * kept)]  # level 3 has lost 28 x 40 more
@@ -75,6 +86,27 @@ def test_input_pixels_show_each_pixels_surviving_fc1_connections_and_dead_pixels
     assert fig.axes[2].get_title().endswith(f"{int((image.get_array() == 0).sum())} dead pixels")
     assert int((image.get_array() == 0).sum()) >= 28
     assert {tuple(ax.get_images()[0].get_clim()) for ax in fig.axes[:3]} == {(0.5, 40)}  # one colour scale
+
+
+def test_the_pictures_of_a_ticket_read_only_the_levels_they_draw(run_dir):
+    run, asked = RunFolder(run_dir), []
+
+    class Recorded(Mapping):  # a run folder's masks by level, noting which levels are read
+        def __getitem__(self, level):
+            asked.append(level)
+            return run.ticket_masks()[level]
+
+        def __iter__(self):
+            return iter(run.ticket_masks())
+
+        def __len__(self):
+            return len(run.ticket_masks())
+
+    plot_input_pixels(Recorded())
+    assert asked == [1, 2, 3]  # the pruned levels of 4
+    asked.clear()
+    plot_initial_weights(run.load(INIT), Recorded(), run.results())
+    assert asked == [3]
 
 
 def test_accuracy_at_init_plots_the_iteration_0_test_accuracy_of_every_condition(run_dir):
@@ -93,14 +125,15 @@ def test_accuracy_at_init_plots_the_iteration_0_test_accuracy_of_every_condition
 def test_initial_weights_compare_the_init_values_of_kept_and_pruned_weights(run_dir):
     run = RunFolder(run_dir)
     theta_0, masks = run.load("init.pt"), run.load_masks(3)["ticket"]  # 3: the sparsest level, nearest 7%
-    fig = plot_initial_weights(run_dir)
+    fig = plot_initial_weights(theta_0, run.ticket_masks(), run.results())
     for ax, name in zip(fig.axes, ("fc1", "fc2", "fc3")):
         values, kept = theta_0[f"{name}.weight"][0], masks[name][0].bool()
         kept_mean, pruned_mean = values[kept].abs().mean(), values[~kept].abs().mean()
         assert ax.get_title() == f"{name}: mean |θ0| {kept_mean:.3f} kept, {pruned_mean:.3f} pruned"
         assert kept_mean > pruned_mean  # magnitude pruning keeps the weights that stay large; they start larger
     assert "(level 3, trial 0)" in fig.texts[0].get_text()
-    assert "(level 1, trial 0)" in plot_initial_weights(run_dir, level=1).texts[0].get_text()
+    level_1 = plot_initial_weights(theta_0, run.ticket_masks(), run.results(), level=1)
+    assert "(level 1, trial 0)" in level_1.texts[0].get_text()
 
 
 def test_layer_sparsity_plots_each_layers_own_percent_remaining(run_dir):
@@ -134,5 +167,6 @@ def test_the_sentences_on_accuracy_at_init_read_the_iteration_0_rows():
 def test_a_run_with_no_pruned_level_gets_every_figure_without_warnings(tmp_path):
     run_dir = make_run(tmp_path / "dense", rounds=0)
     run = RunFolder(run_dir)
-    assert all(path.exists() for path in save_figures(run.results(), run.curves(), run_dir))
-    assert plot_initial_weights(run_dir).axes[0].get_title().endswith("kept")  # nothing pruned: one histogram
+    assert all(path.exists() for path in save_figures(run_dir))
+    dense = plot_initial_weights(run.load(INIT), run.ticket_masks(), run.results())
+    assert dense.axes[0].get_title().endswith("kept")  # nothing pruned: one histogram
