@@ -4,6 +4,7 @@
     python -m lth_helpers run --preset paper --trials 2 --controls reinit,random_prune
     python -m lth_helpers compare runs/A runs/B --out comparison.png
     python -m lth_helpers instability runs/seed --levels 0,5   # instability.py: linear mode connectivity
+    python -m lth_helpers sweep --preset smoke --grid learning_rate=1e-3,2e-3 --out runs/grid   # sweep.py
     python -m lth_helpers --help          # every config field, with each preset's value
 
 Exit status 2 for bad input, a model too big for the device's memory, or a run folder that holds another run
@@ -11,8 +12,8 @@ Exit status 2 for bad input, a model too big for the device's memory, or a run f
 run folder cannot be written or read back (finished levels are kept, the folder is left as it was); 130 when
 interrupted, at any moment (the same command resumes). Every error is one line that names what to do.
 
-Subcommands. Each lives in the module that does its work, as two functions of one shape (`compare.py` and
-`instability.py` have them):
+Subcommands. Each lives in the module that does its work, as two functions of one shape (`compare.py`, `sweep.py`
+and `instability.py` have them):
 
     def add_command(subcommands: argparse._SubParsersAction) -> None:
         parser = subcommands.add_parser("NAME", help="one line for --help", description="what it does")
@@ -29,28 +30,25 @@ class, whose errors are one line. A command line whose first word names no subco
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import pandas as pd
 import torch
 
-from . import compare, instability
+from . import compare, instability, sweep
 from .config import (
-    DEVICES,
     PRESETS,
-    Config,
     ConfigError,
     check_memory,
     default_preset,
     make_config,
     resolve_device,
-    show_value,
 )
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_levels
+from .flags import add_run_flags, config_overrides
 from .inference import first_network, inference_table, smallest_form
 from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
 from .report import (
@@ -74,23 +72,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _parse_names(text: str) -> tuple[str, ...]:
-    return tuple(name for name in text.replace(" ", "").split(",") if name and name != "none")
-
-
-def _parser_for(field: dataclasses.Field) -> Any:
-    kind = {"int": int, "float": float, "bool": _parse_bool, "str": str}.get(str(field.type))
-    return kind or _parse_names  # tuple[str, ...]
 
 
 def build_parser() -> Parser:
@@ -132,26 +113,8 @@ def add_run_command(subcommands: argparse._SubParsersAction) -> None:
         help=f"starting point: {', '.join(PRESETS)} (default: paper on a GPU, seed (sized for a CPU) on a CPU)",
     )
     parser.add_argument("--out", help="run folder (default: runs/PRESET-HASH, a hash of the config)")
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")
-    parser.add_argument(
-        "--device", default="auto", help=f"one of: {', '.join(DEVICES)} (default: auto, CUDA when present)"
-    )
     parser.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another config")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    fields = parser.add_argument_group("config fields (each preset's value in brackets)")
-    for field in dataclasses.fields(Config):
-        if field.name == "preset":
-            continue
-        values = "; ".join(f"{name}: {show_value(getattr(make_config(name), field.name))}" for name in PRESETS)
-        flags = dict.fromkeys((f"--{field.name.replace('_', '-')}", f"--{field.name}"))  # --prune-rate, --prune_rate
-        fields.add_argument(
-            *flags,
-            dest=field.name,
-            type=_parser_for(field),
-            default=None,
-            metavar="VALUE",
-            help=f"{field.metadata['help']} [{values}]",
-        )
+    add_run_flags(parser)
     parser.set_defaults(run=run_command)
 
 
@@ -160,14 +123,9 @@ def _count(n: int, noun: str) -> str:
 
 
 def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    overrides = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(Config)
-        if f.name != "preset" and getattr(args, f.name) is not None
-    }
     try:
         device = resolve_device(args.device)
-        cfg = make_config(args.preset or default_preset(device), **overrides)
+        cfg = make_config(args.preset or default_preset(device), **config_overrides(args))
         check_memory(cfg, device)
         out = Path(args.out or Path("runs") / cfg.run_name())
         RunFolder.check(out, cfg, args.overwrite)  # before the data are loaded: a folder refused is bad input
@@ -240,8 +198,4 @@ def report_inference(run: RunFolder, test_x: torch.Tensor, last_level: int) -> N
     )
 
 
-COMMANDS = (
-    add_run_command,
-    compare.add_command,
-    instability.add_command,
-)  # each adds a subcommand: see the module's docstring
+COMMANDS = (add_run_command, compare.add_command, sweep.add_command, instability.add_command)  # see the docstring

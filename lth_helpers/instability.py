@@ -38,9 +38,10 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .config import CONDITIONS, DEVICES, Config, ConfigError, resolve_device
+from .config import CONDITIONS, Config, ConfigError, resolve_device
 from .data import DataError, MNISTSplits, data_dir, load_mnist
 from .experiment import ExperimentError, check_data, derive_seed, level_networks
+from .flags import add_data_flags
 from .model import Params, StackedMLP, concat, layer_shapes, select
 from .plotting import STYLE, curve_levels
 from .pruning import Masks, build_model, full_masks
@@ -469,11 +470,7 @@ def add_command(subcommands: argparse._SubParsersAction) -> None:
         help="iterations of the dense network's training that its copies start from (default: the run's rewind "
         "point); level 0 is analysed from each",
     )
-    parser.add_argument("--data-dir", help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)")
-    parser.add_argument(
-        "--device", default="auto", help=f"one of: {', '.join(DEVICES)} (default: auto, CUDA when present)"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_data_flags(parser)
     parser.set_defaults(run=instability_command)
 
 

@@ -157,12 +157,13 @@ def test_a_command_line_that_names_no_subcommand_is_the_subcommand_run(monkeypat
 
 def test_every_subcommand_has_its_parser_its_function_and_a_place_in_runs_help(capsys):
     parser = build_parser()
-    assert list(parser.commands) == ["run", "compare", "instability"]
+    assert list(parser.commands) == ["run", "compare", "sweep", "instability"]
     for name, subparser in parser.commands.items():
         assert isinstance(subparser, cli.Parser) and callable(subparser.get_default("run")), name
     with pytest.raises(SystemExit):
         main(["--help"])
-    assert "python -m lth_helpers compare" in capsys.readouterr().out.replace("\n", " ")
+    shown = capsys.readouterr().out.replace("\n", " ")
+    assert "python -m lth_helpers compare" in shown and "python -m lth_helpers sweep" in shown
     with pytest.raises(SystemExit) as exit_:
         main(["compare", "--out"])  # a subcommand's parser errors on one line too
     error = capsys.readouterr().err

@@ -10,7 +10,7 @@ import nbformat
 import pandas as pd
 from nbclient import NotebookClient
 
-from lth_helpers.config import CONDITIONS
+from lth_helpers.config import make_config
 from lth_helpers.instability import FIGURE, TABLE
 from lth_helpers.plotting import FIGURES, TICKET_FIGURES
 from tests.conftest import REPO
@@ -35,9 +35,8 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     index = next(i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", []))
     # papermill's convention: a cell after the tagged one. Global pruning, as the CPU's default preset prunes: the
-    # by-hand section prunes layer-wise all the same, and the package agrees with it. Every control, one-shot too.
-    overrides = {"global_pruning": True, "controls": ("reinit", "random_prune", "one_shot")}
-    injected = f'PRESET = "smoke"\nOVERRIDES = {overrides!r}\nRUNS_DIR = {str(tmp_path)!r}'
+    # by-hand section prunes layer-wise all the same, and the package agrees with it.
+    injected = f'PRESET = "smoke"\nOVERRIDES = {{"global_pruning": True}}\nRUNS_DIR = {str(tmp_path)!r}'
     notebook.cells.insert(index + 1, nbformat.v4.new_code_cell(injected, metadata={"tags": ["injected-parameters"]}))
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
 
@@ -45,14 +44,14 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "stop acc" in html and "reinit acc" in html  # the summary table
-    # the paper's 4 (generalization among them), the ticket's 4, the instability paths, inference
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 10
+    # the paper's 4 figures (generalization among them), the ticket's 4, the instability paths, inference, the sweep's
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 11
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "The dense network reaches" in markdown and "multiply-adds per example" in markdown
     assert "Before any training, the dense network scores" in markdown
     assert "At the end of training the dense network scores" in markdown  # the generalization gap
     assert "the dense network ends in two minima whose straight path rises" in markdown  # the instability analysis
-    assert "of weights, instability: winning ticket" in markdown and "one-shot pruning" in markdown
+    assert "of weights, instability: winning ticket" in markdown
     assert "largest on the path" in html and "train acc" in html
     assert "speedup b1000" in html
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
@@ -71,9 +70,14 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert gap and float(gap.group(1)) < 1e-9  # the package computes what the loop by hand computes
     assert "mask entries that differ" in html
     assert "Only one finished run" in printed  # the comparison of runs, with one run in RUNS_DIR
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("smoke-")]
+    run_dir = tmp_path / make_config("smoke", global_pruning=True).run_name()
     listed = json.loads((run_dir / "manifest.json").read_text())["files"]  # what --overwrite clears
     for name in ("results.csv", "curves.csv", "inference.csv", *FIGURES, *TICKET_FIGURES, TABLE, FIGURE):
         assert (run_dir / name).exists() and name in listed, name
-    paths = pd.read_csv(run_dir / TABLE)  # the dense network and the sparsest level, ticket and every control
-    assert set(zip(paths.level, paths.condition)) == {(0, "ticket"), *((1, c) for c in CONDITIONS)}
+    paths = pd.read_csv(run_dir / TABLE)  # the dense network and the sparsest level, ticket and both controls
+    assert set(zip(paths.level, paths.condition)) == {(0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "random_prune")}
+    # the sweep of the "Try this" section: its global point is the run above, its layer-wise point a new folder
+    sweep = pd.read_csv(tmp_path / "sweep.csv")
+    points = [make_config("smoke", global_pruning=g).run_name() for g in (False, True)]
+    assert sweep.drop_duplicates("run").run.tolist() == points and (sweep.state == "done").all()
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and "&gt;= dense down to" in html  # the overview table

@@ -57,3 +57,15 @@ def test_the_oldest_pins_are_the_lower_bounds():
         # "2.4" is met first by 2.4.0: the pin must be the bound itself, padded with zeros
         assert pins[package].split(".")[: len(bound.split("."))] == bound.split("."), package
         assert set(pins[package].split(".")[len(bound.split(".")) :]) <= {"0"}, package
+
+
+def test_the_cluster_extra_is_what_the_dev_requirements_install_and_the_oldest_pin():
+    """submitit, the optional engine of sweeps: one lower bound in pyproject's extra, requirements-dev.txt (so that
+    CI tests it) and requirements-oldest.txt."""
+    tomllib = pytest.importorskip("tomllib")
+    extra = parse(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["cluster"], ">="
+    )
+    dev = [line for line in (REPO / "requirements-dev.txt").read_text().splitlines() if line.startswith("submitit")]
+    assert extra == parse(dev, ">=") == {"submitit": "1.5"}
+    assert read("requirements-oldest.txt", "==")["submitit"] == "1.5.0"
