@@ -7,7 +7,8 @@ model (a stack of MLPs), pruning (torch.nn.utils.prune, rewinding, control masks
 (the training loop, the plain reference step, evaluation), fast_step (the default training step and
 every speed trick it uses), experiment (the iterative pruning loop, resumable),
 inference (what a ticket costs to run: compacted and sparse forms), report (tables and computed
-conclusions), plotting (the paper's figures, what a ticket keeps), compare (runs side by side), cli.
+conclusions), plotting (the paper's figures, what a ticket keeps), compare (runs side by side),
+instability (linear mode connectivity of a finished run's networks), cli.
 """
 
 from . import _startup  # noqa: F401  first, before torch: Ctrl-C while `python -m lth_helpers` starts is one line
@@ -17,12 +18,20 @@ from .data import data_dir, load_mnist
 from .experiment import run_experiment
 from .fast_step import FastStep
 from .inference import inference_table, load_ticket, smallest_form
+from .instability import (
+    instability_analysis,
+    instability_conclusions,
+    instability_table,
+    pair_instability,
+    plot_instability,
+)
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
 from .plotting import (
     plot_accuracy_at_init,
     plot_accuracy_vs_weights,
     plot_curves,
     plot_early_stop_vs_weights,
+    plot_generalization,
     plot_inference,
     plot_initial_weights,
     plot_input_pixels,
@@ -33,8 +42,10 @@ from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rew
 from .report import (
     accuracy_at_init_conclusions,
     conclusions,
+    generalization_conclusions,
     inference_conclusions,
     inference_summary,
+    one_shot_conclusions,
     paper_comparison,
     summary_table,
 )
@@ -51,7 +62,15 @@ __all__ = [
     "plot_initial_weights",
     "plot_input_pixels",
     "plot_layer_sparsity",
+    "generalization_conclusions",
     "inference_conclusions",
+    "instability_analysis",
+    "instability_conclusions",
+    "instability_table",
+    "one_shot_conclusions",
+    "pair_instability",
+    "plot_generalization",
+    "plot_instability",
     "inference_summary",
     "inference_table",
     "load_ticket",

@@ -3,6 +3,7 @@
     python -m lth_helpers --preset seed --out runs/seed       # the subcommand `run`, named or not
     python -m lth_helpers run --preset paper --trials 2 --controls reinit,random_prune
     python -m lth_helpers compare runs/A runs/B --out comparison.png
+    python -m lth_helpers instability runs/seed --levels 0,5   # instability.py: linear mode connectivity
     python -m lth_helpers sweep --preset smoke --grid learning_rate=1e-3,2e-3 --out runs/grid   # sweep.py
     python -m lth_helpers --help          # every config field, with each preset's value
 
@@ -11,8 +12,8 @@ Exit status 2 for bad input, a model too big for the device's memory, or a run f
 run folder cannot be written or read back (finished levels are kept, the folder is left as it was); 130 when
 interrupted, at any moment (the same command resumes). Every error is one line that names what to do.
 
-Subcommands. Each lives in the module that does its work, as two functions of one shape (`compare.py` and `sweep.py`
-have them):
+Subcommands. Each lives in the module that does its work, as two functions of one shape (`compare.py`, `sweep.py`
+and `instability.py` have them):
 
     def add_command(subcommands: argparse._SubParsersAction) -> None:
         parser = subcommands.add_parser("NAME", help="one line for --help", description="what it does")
@@ -36,7 +37,7 @@ from typing import NoReturn
 import pandas as pd
 import torch
 
-from . import compare, sweep
+from . import compare, instability, sweep
 from .config import (
     PRESETS,
     ConfigError,
@@ -203,4 +204,4 @@ def report_inference(run: RunFolder, test_x: torch.Tensor, last_level: int) -> N
     )
 
 
-COMMANDS = (add_run_command, compare.add_command, sweep.add_command)  # each adds a subcommand: see the docstring
+COMMANDS = (add_run_command, compare.add_command, sweep.add_command, instability.add_command)  # see the docstring

@@ -28,10 +28,16 @@ from .model import INPUT_SIZE, N_CLASSES, layer_shapes
 CONTROLS = {
     "reinit": "random reinit",  # the ticket's masks on a fresh initialization
     "random_prune": "random pruning",  # random masks with the ticket's per-layer counts, on theta_0
+    "one_shot": "one-shot pruning",  # the trained dense network pruned once to the ticket's per-layer counts, theta_0
 }
 CONDITIONS = {"ticket": "winning ticket", **CONTROLS}  # what a network of a level is: the ticket, or a control
-MASK_CONDITIONS = ("ticket", "random_prune")  # the conditions with masks of their own (reinit trains the ticket's)
+MASK_CONDITIONS = (
+    "ticket",
+    "random_prune",
+    "one_shot",
+)  # the conditions with masks of their own (reinit: the ticket's)
 METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")  # what an evaluation measures; accuracies in %
+TRAIN_METRICS = ("train_accuracy", "train_loss")  # taken once, at the end of training, on the whole training split
 INITS = ("glorot_normal", "kaiming_uniform")
 DEVICES = ("auto", "cpu", "cuda")
 MNIST_TRAIN_IMAGES = 60_000  # validation images are held out of these
@@ -67,7 +73,7 @@ class Config:
     prune_rate_output: float = _f(0.1, "fraction of surviving fc3 weights pruned per round (layer-wise pruning only)")
     global_pruning: bool = _f(False, "rank all weights of a network together instead of layer by layer")
     rewind_iteration: int = _f(0, "rewind survivors to their weights after this many iterations (0 = initialization)")
-    controls: tuple[str, ...] = _f(("reinit",), "baselines trained beside the ticket: reinit, random_prune")
+    controls: tuple[str, ...] = _f(("reinit",), f"baselines trained beside the ticket: {', '.join(CONTROLS)}")
     trials: int = _f(5, "independent repetitions with different seeds")
     seed: int = _f(0, "base random seed (initialization, batch order, controls)")
 
@@ -134,6 +140,12 @@ def make_config(preset: str = "paper", **overrides: Any) -> Config:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     return replace(Config(), preset=preset, **{**PRESETS[preset], **overrides})
+
+
+def mask_conditions(cfg: Config) -> tuple[str, ...]:
+    """The conditions whose masks a level's mask file holds for `cfg`: the ticket's and the random control's always,
+    the one-shot control's when `cfg` trains it."""
+    return tuple(c for c in MASK_CONDITIONS if c != "one_shot" or c in cfg.controls)
 
 
 def show_value(value: Any) -> str:

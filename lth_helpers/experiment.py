@@ -5,7 +5,8 @@
 For each trial: initialize theta_0 (1). At every level: train the ticket m * theta_0 (2), prune the
 smallest surviving weights to get the next mask m (3), and rewind the survivors to theta_0 (4) for
 the next level. The controls of each level start from the same masks (`reinit`: a fresh
-initialization) or the same sparsity (`random_prune`: random masks, theta_0). All networks of a level
+initialization) or the same sparsity (`random_prune`: random masks, theta_0; `one_shot`: the trained
+dense network pruned once, straight to that sparsity, theta_0). All networks of a level
 (trials x conditions) train together as one stacked model.
 
 Every level is saved in the run folder (runs.py) as soon as it is finished, so a rerun continues
@@ -23,11 +24,19 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import MASK_CONDITIONS, Config, ConfigError, check_memory
+from .config import TRAIN_METRICS, Config, ConfigError, check_memory, mask_conditions
 from .data import MNISTSplits
 from .model import INPUT_SIZE, LAYERS, N_CLASSES, Params, concat, init_params, layer_shapes, select
-from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_magnitude, random_masks_like
-from .runs import INIT, REWIND, RunFolder, masks_file, ticket_file
+from .pruning import (
+    Masks,
+    build_model,
+    count_remaining,
+    full_masks,
+    one_shot_masks,
+    prune_by_magnitude,
+    random_masks_like,
+)
+from .runs import DENSE, INIT, REWIND, RunFolder, masks_file, ticket_file
 from .training import DIVERGED, DivergenceError, TrainResult, train_networks
 
 
@@ -112,7 +121,7 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
     )
     if not run.exists(masks_file(0)):
         dense = full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width))
-        run.save_masks(0, dict.fromkeys(MASK_CONDITIONS, dense))
+        run.save_masks(0, dict.fromkeys(mask_conditions(cfg), dense))
     first, n_levels = run.levels_done, cfg.rounds + 1  # a resumed run starts after the levels already done
     for level in tqdm(range(first, n_levels), desc="levels", total=n_levels, initial=first, disable=not progress):
         masks = run.load_masks(level)
@@ -121,13 +130,18 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
         result = _train_level(cfg, level, networks, data, progress)
         ticket = [i for i, net in enumerate(networks) if net.condition == "ticket"]
         run.save(ticket_file(level), select(result.params, ticket[:1]))  # trial 0, for export
+        if level == 0:
+            run.save(DENSE, select(result.params, ticket))  # every trial's trained dense network
         if level == 0 and cfg.rewind_iteration:
             run.save(REWIND, select(result.snapshot, ticket))
         if level < cfg.rounds:
             next_ticket = prune_ticket(cfg, select(result.params, ticket), masks["ticket"], device)
             generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "random_prune", level + 1))
             next_random = random_masks_like(next_ticket, masks["random_prune"], generator)
-            run.save_masks(level + 1, {"ticket": next_ticket, "random_prune": next_random})
+            next_masks = {"ticket": next_ticket, "random_prune": next_random}
+            if "one_shot" in cfg.controls:  # from level 0's trained weights alone, whatever the levels between did
+                next_masks["one_shot"] = one_shot_masks(run.load(DENSE), next_ticket)
+            run.save_masks(level + 1, next_masks)
         run.finish_level(level, level_rows(level, networks, result), curve_rows(level, networks, result))
     return run.results()
 
@@ -141,7 +155,7 @@ def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[st
             if condition == "reinit":
                 seed = derive_seed(cfg.seed, "reinit", trial, level)
                 start = init_params([seed], cfg.fc1_width, cfg.fc2_width, cfg.init)
-            mask = select(masks["random_prune" if condition == "random_prune" else "ticket"], [trial])
+            mask = select(masks.get(condition, masks["ticket"]), [trial])  # reinit: the ticket's mask
             networks.append(TrainingSpec(condition, trial, start, mask, derive_seed(cfg.seed, "batches", trial, level)))
     return networks
 
@@ -213,6 +227,7 @@ def level_rows(level: int, networks: list[TrainingSpec], result: TrainResult) ->
                 "early_stop_test_accuracy": float(result.metrics["test_accuracy"][best[i], i]),
                 "final_test_accuracy": float(result.metrics["test_accuracy"][-1, i]),
                 "final_test_loss": float(result.metrics["test_loss"][-1, i]),
+                **{f"final_{name}": float(result.train_metrics[name][i]) for name in TRAIN_METRICS},
                 "train_seconds": result.seconds,  # the level's wall time, shared by the networks trained together
             }
         )

@@ -42,9 +42,8 @@ def folder(text: str) -> str:
     return text
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of every subcommand that trains: --data-dir, --device, --no-progress and one flag per config field
-    (each preset's value in its help)."""
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of every subcommand that trains: --data-dir, --device, --no-progress."""
     parser.add_argument(
         "--data-dir", type=folder, help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)"
     )
@@ -52,6 +51,12 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", help=f"one of: {', '.join(DEVICES)} (default: auto, CUDA when present)"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of every subcommand that trains a config: add_data_flags' and one flag per config field (each
+    preset's value in its help)."""
+    add_data_flags(parser)
     fields = parser.add_argument_group("config fields (each preset's value in brackets)")
     for field in dataclasses.fields(Config):
         if field.name == "preset":

@@ -27,8 +27,10 @@ from .pruning import Masks
 from .report import format_percent, nearest_level, percent_by_level
 
 # Each condition's colour and marker, in the order of config.CONDITIONS (a condition added there needs one here).
-STYLE = dict(zip(CONDITIONS, (("tab:blue", "o"), ("tab:orange", "s"), ("tab:green", "^")), strict=True))
-FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png")
+STYLE = dict(
+    zip(CONDITIONS, (("tab:blue", "o"), ("tab:orange", "s"), ("tab:green", "^"), ("tab:red", "D")), strict=True)
+)
+FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png", "generalization.png")
 TICKET_FIGURES = ("masks_input_pixels.png", "layer_sparsity.png", "accuracy_at_init.png", "initial_weights.png")
 LAYER_COLORS = dict(zip(LAYERS, ("tab:purple", "tab:red", "tab:brown")))
 INFERENCE_FIGURE = "inference_latency.png"
@@ -55,12 +57,13 @@ def on_log_axis(table: pd.DataFrame) -> pd.DataFrame:
     return table[table.percent_remaining > 0]
 
 
-def percent_axis(ax: Axes, percents: Iterable[float]) -> None:
-    """A log x axis of percent of weights remaining, dense on the left, ticked at the levels' own percentages."""
+def percent_axis(ax: Axes, percents: Iterable[float], most: int = 10) -> None:
+    """A log x axis of percent of weights remaining, dense on the left, ticked at the levels' own percentages (about
+    `most` of them at the most)."""
     ax.set_xscale("log")
     ax.invert_xaxis()
     ticks = sorted(set(percents), reverse=True)
-    ax.set_xticks(ticks[:: max(1, len(ticks) // 10)])
+    ax.set_xticks(ticks[:: max(1, len(ticks) // most)])
     ax.xaxis.set_major_formatter("{x:.3g}")  # 51.3, 3.58, 0.0101: three digits at any sparsity
     ax.minorticks_off()
     ax.set_xlabel("percent of weights remaining (log scale)")
@@ -93,6 +96,33 @@ def plot_early_stop_vs_weights(results: pd.DataFrame) -> Figure:
     return _against_weights(
         results, "early_stop_iteration", "early-stopping iteration", "Iteration of minimum validation loss"
     )
+
+
+def plot_generalization(results: pd.DataFrame) -> Figure:
+    """Accuracy on the whole training split and on the test set at the end of training, and the gap between them,
+    against weights remaining (the paper's Figure 4b and its Appendix D): every condition, means over trials."""
+    results = on_log_axis(results)
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    accuracy, gap = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    train, test = _per_condition(results, "final_train_accuracy"), _per_condition(results, "final_test_accuracy")
+    gaps = _per_condition(results.assign(gap=results.final_train_accuracy - results.final_test_accuracy), "gap")
+    for condition, stats in test.items():
+        (color, marker), label = STYLE[condition], CONDITIONS[condition]
+        accuracy.plot(stats.x, stats["mean"], color=color, marker=marker, markersize=4, label=label)
+        accuracy.plot(train[condition].x, train[condition]["mean"], color=color, linestyle="--")
+        gap.plot(gaps[condition].x, gaps[condition]["mean"], color=color, marker=marker, markersize=4, label=label)
+    for ax, ylabel, title in (
+        (accuracy, "accuracy at the end of training (%)", "Training (dashed) and test (solid) accuracy"),
+        (gap, "training minus test accuracy (points)", "Generalization gap"),
+    ):
+        percent_axis(ax, results.percent_remaining, most=6)  # half the width of the paper's figures
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    gap.legend()
+    n_trials = results.trial.nunique()
+    fig.suptitle("At the end of training" + (f" (mean of {n_trials} trials)" if n_trials > 1 else ""))
+    return fig
 
 
 def curve_levels(results: pd.DataFrame, percents: tuple[float, ...] = CURVE_PERCENTS) -> list[int]:
@@ -241,12 +271,13 @@ def run_figures(
     results: pd.DataFrame, curves: pd.DataFrame, theta_0: Params, ticket_masks: Mapping[int, Masks]
 ) -> dict[str, Figure]:
     """The figures of a run, by the file names a run folder gives them (RunFolder.save_figures writes them): the
-    paper's three and the four of what the ticket keeps, from the run's tables, its initial weights and its ticket
+    paper's four and the four of what the ticket keeps, from the run's tables, its initial weights and its ticket
     masks by level."""
     figures = (
         plot_accuracy_vs_weights(results),
         plot_early_stop_vs_weights(results),
         plot_curves(curves, results),
+        plot_generalization(results),
         plot_input_pixels(ticket_masks),
         plot_layer_sparsity(results),
         plot_accuracy_at_init(curves, results),

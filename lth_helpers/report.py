@@ -45,9 +45,10 @@ def nearest_level(percent: pd.Series, target: float, within: float | None = None
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per level: the ticket's sparsity, loss and accuracies, the controls' accuracies, time.
 
-    acc: test accuracy (%) at the end of training; stop acc / stop iter: test accuracy at, and the
-    iteration of, early stopping (minimum validation loss); time s: wall time of the level, for all
-    networks trained together in it. With several trials: mean ± std.
+    acc: test accuracy (%) at the end of training; train acc: the ticket's accuracy on the whole training split
+    at the end of training; stop acc / stop iter: test accuracy at, and the iteration of, early stopping (minimum
+    validation loss); time s: wall time of the level, for all networks trained together in it. With several
+    trials: mean ± std.
     """
     by_level = results.groupby("level")
     ticket = results[results.condition == "ticket"].groupby("level")
@@ -57,6 +58,7 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
             "% left": percent_by_level(results).round(2),
             "test loss": ticket.final_test_loss.agg(mean_std, fmt=".4f"),
             "test acc": ticket.final_test_accuracy.agg(mean_std, fmt=".2f"),
+            "train acc": ticket.final_train_accuracy.agg(mean_std, fmt=".2f"),
             "stop acc": ticket.early_stop_test_accuracy.agg(mean_std, fmt=".2f"),
             "stop iter": ticket.early_stop_iteration.agg(mean_std, fmt=".0f"),
         }
@@ -80,7 +82,7 @@ def conclusions(results: pd.DataFrame) -> list[str]:
         f"The dense network reaches {dense_acc:.2f}% test accuracy at early stopping (iteration {dense_stop:.0f})."
     ]
     if len(ticket) == 1:
-        return sentences
+        return sentences + generalization_conclusions(results)
     pruned = ticket.iloc[1:]
     at_least_dense = pruned.early_stop_test_accuracy >= dense_acc
     if at_least_dense.iloc[0]:
@@ -125,10 +127,76 @@ def conclusions(results: pd.DataFrame) -> list[str]:
             f"sparsest it reaches {other.early_stop_test_accuracy.iloc[-1]:.2f}% ({-gap.iloc[-1]:+.2f} points "
             f"against the ticket) and stops early at iteration {other.early_stop_iteration.iloc[-1]:.0f}."
         )
+    sentences += one_shot_conclusions(results) + generalization_conclusions(results)
     if results.trial.nunique() == 1:
         sentences.append(
             "This run has one trial, so no error bars: differences of a few tenths of a point may be chance; "
             "run more trials before reading much into them."
+        )
+    return sentences
+
+
+def one_shot_conclusions(results: pd.DataFrame) -> list[str]:
+    """How far down one-shot tickets match the dense network (test accuracy at early stopping, means over trials);
+    none without the one-shot control. `conclusions` compares them with the iterative ticket, as every control."""
+    if "one_shot" not in set(results.condition):
+        return []
+    mean = results.groupby(["condition", "level"])[["early_stop_test_accuracy", "percent_remaining"]].mean()
+    dense_acc, one_shot = mean.loc["ticket"].early_stop_test_accuracy.iloc[0], mean.loc["one_shot"]
+    keeps = (one_shot.early_stop_test_accuracy >= dense_acc).cumprod().astype(bool)
+    if not keeps.iloc[0]:
+        first = one_shot.iloc[0]
+        return [
+            f"One-shot pruning (each level's mask cut at once from the trained dense network) gives tickets below "
+            f"the dense network already at {format_percent(first.percent_remaining)} "
+            f"({first.early_stop_test_accuracy - dense_acc:+.2f} points)."
+        ]
+    last = one_shot[keeps].iloc[-1]
+    return [
+        f"One-shot pruning (each level's mask cut at once from the trained dense network) finds tickets that match or "
+        f"beat the dense network at every level down to {format_percent(last.percent_remaining)} of weights"
+        + ("." if keeps.all() else f", and below it from {format_percent(one_shot[~keeps].percent_remaining.iloc[0])}.")
+    ]
+
+
+def generalization_conclusions(results: pd.DataFrame) -> list[str]:
+    """Fitting the training set against generalizing, at the end of training (means over trials). The generalization
+    gap is the accuracy on the whole training split minus the test accuracy, in points.
+
+    The paper (Frankle & Carbin 2019, Section 2) finds the tickets' training accuracy about 100% at the end of
+    training, like the other networks', so that their higher test accuracy is a smaller gap: better generalization.
+    """
+    mean = results.groupby(["condition", "level"])[
+        ["final_train_accuracy", "final_test_accuracy", "percent_remaining"]
+    ].mean()
+    gap = mean.final_train_accuracy - mean.final_test_accuracy
+    ticket, ticket_gap = mean.loc["ticket"], gap["ticket"]
+    dense = ticket.iloc[0]
+    sentences = [
+        f"At the end of training the dense network scores {dense.final_train_accuracy:.2f}% on the training images "
+        f"and {dense.final_test_accuracy:.2f}% on the test images: a generalization gap of {ticket_gap.iloc[0]:.2f} "
+        f"points."
+    ]
+    if len(ticket) == 1:
+        return sentences
+    pruned, pruned_gap = ticket.iloc[1:], ticket_gap.iloc[1:]
+    best = pruned_gap.idxmin()
+    sentences.append(
+        f"The ticket scores {pruned.final_train_accuracy.min():.2f}% to {pruned.final_train_accuracy.max():.2f}% on "
+        f"the training images at the pruned levels; its gap is smaller than the dense network's at "
+        f"{int((pruned_gap < ticket_gap.iloc[0]).sum())} of {len(pruned)} of them, and smallest at "
+        f"{format_percent(pruned.percent_remaining[best])} ({pruned_gap[best]:.2f} points)."
+    )
+    last = pruned.index[-1]
+    for control, name in CONTROLS.items():
+        if control not in gap.index.get_level_values(0):
+            continue
+        other, other_gap = mean.loc[control], gap[control]
+        sentences.append(
+            f"The ticket's gap is smaller than the {name} control's at {int((pruned_gap < other_gap).sum())} of "
+            f"{len(other_gap)} pruned levels; at the sparsest, {pruned_gap[last]:.2f} against {other_gap[last]:.2f} "
+            f"points (training accuracy {pruned.final_train_accuracy[last]:.2f}% against "
+            f"{other.final_train_accuracy[last]:.2f}%)."
         )
     return sentences
 
@@ -170,18 +238,24 @@ def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
     """The paper's statements about LeNet-300-100 beside this run's numbers, one row per statement.
 
     Frankle & Carbin (ICLR 2019), Section 2 and Figures 3-4; accuracies are test accuracy at early
-    stopping, "dense" is level 0. Differences and ratios are taken per trial, then shown as mean ± std
-    over trials. agrees: "yes" when the run shows the effect at about the paper's size (within a factor
-    of 2, or beyond a bound the paper states; for "x times sooner", the excess over 1), "direction only"
-    when it shows it much weaker or stronger, "no" when it does not. A statement about a percentage the
-    run has no level near (within 10%) is left out.
+    stopping (the generalization rows: training and test accuracy at the end of training), "dense" is
+    level 0. Differences and ratios are taken per trial, then shown as mean ± std over trials. agrees:
+    "yes" when the run shows the effect at about the paper's size (within a factor of 2, or beyond a
+    bound the paper states; for "x times sooner", the excess over 1), "direction only" when it shows it
+    much weaker or stronger, "no" when it does not. A statement about a percentage, or a range of
+    percentages, the run has no level near (within 10%) or in is left out; the one-shot rows need the
+    one_shot control, the reinit rows the reinit control.
     """
     acc = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_test_accuracy")
     stop = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_iteration")
     percent = percent_by_level(results)
     rows = _ticket_rows(acc, stop, percent)
-    if "reinit" in acc.columns.get_level_values(0):
+    conditions = set(acc.columns.get_level_values(0))
+    if "reinit" in conditions:
         rows += _reinit_rows(acc, stop, percent)
+    rows += _generalization_rows(results, percent)
+    if "one_shot" in conditions:
+        rows += _one_shot_rows(acc, stop, percent)
     return pd.DataFrame(rows, columns=["the paper says", "paper", "this run", "agrees"])
 
 
@@ -192,17 +266,8 @@ def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
     rows = []
     if at_21 is not None:
         levels = list(range(1, at_21 + 1))
-        sooner = sum(stop["ticket", lv].mean() < stop["ticket", 0].mean() for lv in levels)
-        stops = ", ".join(f"{stop['ticket', lv].mean():,.0f}" for lv in levels)
-        rows.append(
-            (
-                "Tickets stop early sooner than the dense network at every level down to 21.1%",
-                "yes",
-                f"at {sooner} of {len(levels)} levels: dense at {mean_std(stop['ticket', 0], ',.0f')}; "
-                f"tickets at {stops}",
-                "yes" if sooner == len(levels) else "no",
-            )
-        )
+        statement = "Tickets stop early sooner than the dense network at every level down to 21.1%"
+        rows.append(_sooner_than_dense(statement, stop, "ticket", levels))
         earlier = 100 * (1 - stop["ticket", at_21] / stop["ticket", 0])
         rows.append(
             ("Early stopping at 21.1%, against dense (% earlier)", "38", mean_std(earlier, ".0f"), _agrees(earlier, 38))
@@ -281,6 +346,121 @@ def _reinit_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
             )
         )
     return rows
+
+
+def _generalization_rows(results: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
+    """The statements about generalization: the gap between training and test accuracy at the end of training.
+
+    Frankle & Carbin 2019, Section 2 (Figure 4b, Appendix D): at iteration 50,000 "iteratively-pruned winning tickets
+    still see a test accuracy improvement of up to 0.35 percentage points in spite of the fact that training
+    accuracy reaches 100% for nearly all networks", so "the gap between training accuracy and test accuracy is
+    smaller for winning tickets"; and, of random reinitialization, "All networks reach 100% training accuracy for
+    Pm >= 5%", so "the winning tickets generalize substantially better than when randomly reinitialized".
+    """
+    train = results.pivot_table(index="trial", columns=["condition", "level"], values="final_train_accuracy")
+    test = results.pivot_table(index="trial", columns=["condition", "level"], values="final_test_accuracy")
+    gap = train - test
+    rows = []
+    levels = [lv for lv in percent.index if 0 < lv and percent[lv] >= 3.6 / 1.1]  # the paper's ticket range
+    if levels:
+        gain = test["ticket"][levels].sub(test["ticket", 0], axis=0)
+        best = gain.mean().idxmax()
+        rows.append(
+            (
+                "At the end of training, the tickets' test accuracy above dense, at best (points)",
+                "up to +0.35",
+                f"{mean_std(gain[best], '+.2f')} at {format_percent(percent[best])}",
+                _agrees(gain[best], 0.35),
+            )
+        )
+        smaller = sum(gap["ticket", lv].mean() < gap["ticket", 0].mean() for lv in levels)
+        gaps, trains = gap["ticket"][levels].mean(), train["ticket"][levels].mean()
+        rows.append(
+            (
+                "At the end of training tickets fit the training set as dense does, with a smaller train-test gap, "
+                "at every level down to 3.6%",
+                "yes: training accuracy about 100%",
+                f"at {smaller} of {len(levels)} levels: dense gap {mean_std(gap['ticket', 0], '.2f')} points "
+                f"(training accuracy {train['ticket', 0].mean():.2f}%), tickets {gaps.min():.2f} to {gaps.max():.2f} "
+                f"({trains.min():.2f}-{trains.max():.2f}%)",
+                "yes" if smaller == len(levels) else "no",
+            )
+        )
+    levels = [lv for lv in percent.index if 0 < lv and percent[lv] >= 5 / 1.1]
+    if "reinit" in gap.columns.get_level_values(0) and levels:
+        smaller = sum(gap["ticket", lv].mean() < gap["reinit", lv].mean() for lv in levels)
+        last = levels[-1]
+        rows.append(
+            (
+                "Tickets generalize better than random reinit: a smaller train-test gap at every level down to 5%",
+                "yes",
+                f"at {smaller} of {len(levels)} levels; at {format_percent(percent[last])}: ticket "
+                f"{mean_std(gap['ticket', last], '.2f')}, reinit {mean_std(gap['reinit', last], '.2f')} points",
+                "yes" if smaller == len(levels) else "no",
+            )
+        )
+    return rows
+
+
+def _one_shot_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
+    """The statements about one-shot pruning.
+
+    Frankle & Carbin 2019, Section 2 ("One-shot pruning", Figure 4c): "When 67.5% >= Pm >= 17.6%, the average
+    winning tickets reach minimum validation [loss] earlier than the original network. When 95.0% >= Pm >= 5.17%,
+    test accuracy is higher than the original network. However, iteratively-pruned winning tickets learn faster and
+    reach higher test accuracies at smaller network sizes."
+    """
+    pruned = percent[percent.index > 0]
+    rows = []
+    levels = [lv for lv in pruned.index if 17.6 <= pruned[lv] <= 67.5]
+    if levels:
+        statement = "One-shot tickets stop early sooner than the dense network from 67.5% down to 17.6%"
+        rows.append(_sooner_than_dense(statement, stop, "one_shot", levels))
+    levels = [lv for lv in pruned.index if 5.17 <= pruned[lv] <= 95.0]
+    if levels:
+        gain = acc["one_shot"][levels].sub(acc["ticket", 0], axis=0)
+        worst = gain.mean().idxmin()
+        above = int((gain.mean() > 0).sum())
+        rows.append(
+            (
+                "One-shot tickets more accurate than the dense network from 95.0% down to 5.17%",
+                "yes",
+                f"at {above} of {len(levels)} levels; the smallest gain is {mean_std(gain[worst], '+.2f')} points, "
+                f"at {format_percent(percent[worst])}",
+                "yes" if above == len(levels) else "no",
+            )
+        )
+    last = pruned.index[-1]
+    ahead, later = acc["ticket", last] - acc["one_shot", last], stop["one_shot", last] / stop["ticket", last]
+    rows += [
+        (
+            "Iterative tickets more accurate than one-shot ones at small sizes (points, at the sparsest level)",
+            "higher",
+            f"{mean_std(ahead, '+.2f')} at {format_percent(percent[last])}",
+            "yes" if ahead.mean() > 0 else "no",
+        ),
+        (
+            "Iterative tickets learn faster than one-shot ones at small sizes: one-shot's early stop over the "
+            "ticket's (x, at the sparsest level)",
+            "more than 1",
+            f"{mean_std(later, '.2f')} at {format_percent(percent[last])}",
+            "yes" if later.mean() > 1 else "no",
+        ),
+    ]
+    return rows
+
+
+def _sooner_than_dense(statement: str, stop: pd.DataFrame, condition: str, levels: list[int]) -> tuple[str, ...]:
+    """The row of a statement that `condition`'s networks stop early sooner than the dense network at all `levels`."""
+    sooner = sum(stop[condition, lv].mean() < stop["ticket", 0].mean() for lv in levels)
+    stops = ", ".join(f"{stop[condition, lv].mean():,.0f}" for lv in levels)
+    who = {"ticket": "tickets", "one_shot": "one-shot"}[condition]
+    return (
+        statement,
+        "yes",
+        f"at {sooner} of {len(levels)} levels: dense at {mean_std(stop['ticket', 0], ',.0f')}; {who} at {stops}",
+        "yes" if sooner == len(levels) else "no",
+    )
 
 
 def _below_dense_from(gain: pd.Series) -> int | None:

@@ -9,9 +9,11 @@ goes in through the open folder (write, save, save_table, save_figures), which l
 writes it: --overwrite removes what the manifest lists. RunFolder(path) alone only reads.
 
 The folder holds config.json, init.pt (theta_0 of every trial), rewind.pt (late rewinding only),
-masks/level_NN.pt, tickets/level_NN.pt (trial 0's trained ticket), results.csv, curves.csv and
-progress.json; a level counts as finished once progress.json says so. The report adds its figures,
-inference.csv and the exported ticket. Beside them, manifest.json lists every file this tool wrote there.
+dense.pt (every trial's trained dense network), masks/level_NN.pt, tickets/level_NN.pt (trial 0's
+trained ticket), results.csv, curves.csv and progress.json; a level counts as finished once
+progress.json says so. The report adds its figures, inference.csv and the exported ticket; the
+instability analysis, instability.csv and instability.png. Beside them, manifest.json lists every file this
+tool wrote there and run.lock is the lock.
 
 Nothing outside the folder is ever read, written or removed: a symbolic link where the tool reads, writes or removes a
 file (`masks` linked to another disk, a link listed in the manifest) is refused in one line naming it, never followed.
@@ -41,7 +43,7 @@ from typing import Any, TypeVar
 import pandas as pd
 import torch
 
-from .config import CONDITIONS, MASK_CONDITIONS, METRICS, Config
+from .config import CONDITIONS, METRICS, TRAIN_METRICS, Config, mask_conditions
 from .model import LAYERS, Params, layer_shapes
 from .pruning import Masks
 
@@ -50,11 +52,13 @@ try:
 except ImportError:  # Windows: run folders are not locked
     fcntl = None
 
-# The files of a run folder. A run reads back the first eight (its state); the report writes the rest.
+# The files of a run folder. A run reads back the first nine (its state); the report and the instability analysis
+# write the rest.
 CONFIG = "config.json"
 PROGRESS = "progress.json"
 INIT = "init.pt"
 REWIND = "rewind.pt"
+DENSE = "dense.pt"  # every trial's trained dense network (level 0's final weights): what the one-shot control prunes
 RESULTS = "results.csv"
 CURVES = "curves.csv"
 MASKS, TICKETS = "masks", "tickets"  # folders of level files: masks/level_NN.pt, tickets/level_NN.pt
@@ -62,12 +66,12 @@ INFERENCE_TABLE = "inference.csv"
 MANIFEST = "manifest.json"  # the files this tool wrote in the folder: what --overwrite removes
 LOCK_FILE = "run.lock"  # locked where the file system cannot lock the folder itself (NFS); empty, left in place
 CLEARING = ".overwritten"  # --overwrite moves the tool's files here, then deletes it
-STATE_FILES = (CONFIG, PROGRESS, INIT, REWIND, RESULTS, CURVES)
+STATE_FILES = (CONFIG, PROGRESS, INIT, REWIND, DENSE, RESULTS, CURVES)
 LEVEL_FILE = re.compile(r"level_\d\d+\.pt")
 
 
 def masks_file(level: int) -> str:
-    """Every network's masks at `level`, by condition (MASK_CONDITIONS) and layer."""
+    """Every network's masks at `level`, by condition (config.mask_conditions) and layer."""
     return f"{MASKS}/level_{level:02d}.pt"
 
 
@@ -95,6 +99,7 @@ TABLE_COLUMNS = {
         "early_stop_test_accuracy",
         "final_test_accuracy",
         "final_test_loss",
+        *(f"final_{name}" for name in TRAIN_METRICS),
         "train_seconds",
     ),
     CURVES: ("level", "condition", "trial", "iteration", *METRICS),
@@ -476,7 +481,7 @@ class RunFolder:
         shapes = layer_shapes(cfg.fc1_width, cfg.fc2_width)
         folder = name.split("/")[0]
         if folder == MASKS:
-            return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in MASK_CONDITIONS for layer in LAYERS}
+            return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in mask_conditions(cfg) for layer in LAYERS}
         n = 1 if folder == TICKETS else cfg.trials
         params = {}
         for layer in LAYERS:
@@ -484,9 +489,9 @@ class RunFolder:
         return params
 
     def load_masks(self, level: int) -> dict[str, Masks]:
-        """Every network's masks at `level`: condition (MASK_CONDITIONS) -> layer -> (trials, out, in); checked to lie
-        inside the level before's, which is read too unless it was the last level read (levels read in order, as
-        a run and its report read them, are each read once)."""
+        """Every network's masks at `level`: condition (config.mask_conditions) -> layer -> (trials, out, in); checked
+        to lie inside the level before's, which is read too unless it was the last level read (levels read in order,
+        as a run and its report read them, are each read once)."""
         inside = self._last_masks if self._last_masks and self._last_masks[0] == level - 1 else None
         if level and inside is None:
             inside = (level - 1, self.load(masks_file(level - 1)))

@@ -136,6 +136,9 @@ def test_help_lists_every_config_field_with_each_presets_value(capsys):
     for field in ("--iterations", "--prune-rate-output", "--rewind_iteration", "--controls", "--global-pruning"):
         assert field in text
     assert "paper: 50000" in text.replace("\n", " ").replace("  ", " ")
+    flat = " ".join(text.split())
+    assert "reinit, random_prune, one_shot" in flat  # the controls there are
+    assert "python -m lth_helpers compare" in flat and "python -m lth_helpers instability [-h]" in flat
 
 
 def test_a_field_takes_its_flag_with_dashes_or_with_its_own_underscores():
@@ -154,7 +157,7 @@ def test_a_command_line_that_names_no_subcommand_is_the_subcommand_run(monkeypat
 
 def test_every_subcommand_has_its_parser_its_function_and_a_place_in_runs_help(capsys):
     parser = build_parser()
-    assert list(parser.commands) == ["run", "compare", "sweep"]
+    assert list(parser.commands) == ["run", "compare", "sweep", "instability"]
     for name, subparser in parser.commands.items():
         assert isinstance(subparser, cli.Parser) and callable(subparser.get_default("run")), name
     with pytest.raises(SystemExit):
@@ -190,6 +193,8 @@ def test_smoke_preset_end_to_end_on_real_mnist(tmp_path):
         "early_stop_test_accuracy",
         "final_test_accuracy",
         "final_test_loss",
+        "final_train_accuracy",
+        "final_train_loss",
         "train_seconds",
     ]
     assert set(required) <= set(results.columns)
@@ -200,6 +205,7 @@ def test_smoke_preset_end_to_end_on_real_mnist(tmp_path):
         (1, "ticket"),
     ]
     assert (results.final_test_accuracy > 90).all()
+    assert (results.final_train_accuracy > 90).all() and (results.final_train_loss > 0).all()
     assert results.fc1_remaining.tolist()[-1] == 188_160 and results.fc3_remaining.tolist()[-1] == 900
     curves = pd.read_csv(out / "curves.csv")
     assert len(curves) == 4 * 5  # four networks, evaluated at 0, 100, 200, 300, 400
@@ -211,6 +217,8 @@ def test_smoke_preset_end_to_end_on_real_mnist(tmp_path):
         "accuracy_vs_weights.png",
         "early_stop_vs_weights.png",
         "accuracy_curves.png",
+        "generalization.png",
+        "dense.pt",
         "inference.csv",
         "inference_latency.png",
         "tickets/level_01.pt",
@@ -218,6 +226,7 @@ def test_smoke_preset_end_to_end_on_real_mnist(tmp_path):
     ):
         assert (out / name).stat().st_size > 0, name
     assert "stop acc" in done.stdout and "random reinit control" in done.stdout and "speedup b1000" in done.stdout
+    assert "a generalization gap of" in done.stdout and "train acc" in done.stdout
     inference = pd.read_csv(out / "inference.csv")
     assert inference.level.tolist() == [0, 1] and (inference.dense_ms_batch1000 > 0).all()
     again = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

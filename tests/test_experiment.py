@@ -12,6 +12,7 @@ import torch
 
 import lth_helpers.experiment as experiment
 import lth_helpers.runs as runs
+import lth_helpers.training as training
 from lth_helpers.experiment import ExperimentError, level_networks, run_experiment
 from lth_helpers.model import LAYERS, select
 from lth_helpers.pruning import build_model, count_remaining
@@ -111,9 +112,8 @@ def test_same_seed_same_results_and_another_seed_other_results(tmp_path, tiny_da
     assert not _without_timing(tmp_path / "a").equals(_without_timing(tmp_path / "c"))
 
 
-def test_a_run_killed_after_a_level_resumes_to_the_uninterrupted_result(tmp_path, tiny_data, monkeypatch, capsys):
-    cfg = small(rounds=3)
-    run(cfg, tmp_path / "whole", tiny_data)
+def kill_at_level_2(cfg, path, data, monkeypatch) -> None:
+    """Run `cfg` in `path` until a KeyboardInterrupt ends it as level 2 starts, as Ctrl-C or a killed process would."""
     real_train = experiment.train_networks
 
     def dies_at_level_2(*args, desc, **kwargs):
@@ -123,9 +123,15 @@ def test_a_run_killed_after_a_level_resumes_to_the_uninterrupted_result(tmp_path
 
     monkeypatch.setattr(experiment, "train_networks", dies_at_level_2)
     with pytest.raises(KeyboardInterrupt):
-        run(cfg, tmp_path / "cut", tiny_data)
-    assert RunFolder(tmp_path / "cut").levels_done == 2
+        run(cfg, path, data)
     monkeypatch.setattr(experiment, "train_networks", real_train)
+
+
+def test_a_run_killed_after_a_level_resumes_to_the_uninterrupted_result(tmp_path, tiny_data, monkeypatch, capsys):
+    cfg = small(rounds=3)
+    run(cfg, tmp_path / "whole", tiny_data)
+    kill_at_level_2(cfg, tmp_path / "cut", tiny_data, monkeypatch)
+    assert RunFolder(tmp_path / "cut").levels_done == 2
     capsys.readouterr()
     run_experiment(cfg, tmp_path / "cut", tiny_data, progress=True)
     counts = re.findall(r"levels: +\d+%\|[^|]*\| (\d+)/(\d+)", capsys.readouterr().err)
@@ -229,3 +235,144 @@ def test_a_ticket_sees_the_same_data_as_its_controls_and_the_levels_differ(tiny_
     assert len({n.batch_seed for n in one_level}) == cfg.trials
     assert {n.batch_seed for n in one_level}.isdisjoint({n.batch_seed for n in next_level})
     assert torch.equal(select(theta_0, [1])["fc1.weight"], one_level[1].params["fc1.weight"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The one-shot control: the trained dense network pruned once, straight to each level's sparsity
+
+
+def one_shot(**overrides):
+    return small(controls=("reinit", "random_prune", "one_shot"), **overrides)
+
+
+@pytest.mark.parametrize("global_pruning", [False, True])
+def test_the_one_shot_mask_is_the_tickets_at_level_1_and_has_its_layer_counts_at_every_level(
+    global_pruning, tmp_path, tiny_data
+):
+    cfg = one_shot(global_pruning=global_pruning, rounds=3)
+    run(cfg, tmp_path, tiny_data)
+    folder = RunFolder(tmp_path)
+    first = folder.load_masks(1)
+    assert all(torch.equal(first["one_shot"][name], first["ticket"][name]) for name in LAYERS)
+    differs = False
+    for level in range(2, cfg.rounds + 1):
+        masks = folder.load_masks(level)
+        for name in LAYERS:
+            assert torch.equal(count_remaining(masks["one_shot"])[name], count_remaining(masks["ticket"])[name])
+        differs |= any(not torch.equal(masks["one_shot"][name], masks["ticket"][name]) for name in LAYERS)
+    assert differs  # one-shot and iterative pruning keep the same counts, not the same weights
+
+
+def test_the_one_shot_mask_keeps_each_layers_largest_trained_dense_weights(tmp_path, tiny_data):
+    cfg = one_shot(global_pruning=True, rounds=3)
+    run(cfg, tmp_path, tiny_data)
+    folder = RunFolder(tmp_path)
+    dense = folder.load("dense.pt")
+    for level in range(1, cfg.rounds + 1):
+        masks = folder.load_masks(level)["one_shot"]
+        for name in LAYERS:
+            for trial in range(cfg.trials):
+                magnitude, kept = dense[f"{name}.weight"][trial].abs(), masks[name][trial].bool()
+                assert magnitude[kept].min() >= magnitude[~kept].max()
+
+
+def test_the_dense_networks_of_every_trial_are_kept_as_trained(tmp_path, tiny_data):
+    cfg = one_shot(rounds=1)
+    run(cfg, tmp_path, tiny_data)
+    folder = RunFolder(tmp_path)
+    dense, ticket = folder.load("dense.pt"), folder.load("tickets/level_00.pt")  # the latter: trial 0's
+    assert dense["fc1.weight"].shape[0] == cfg.trials
+    assert all(torch.equal(dense[key][:1], ticket[key]) for key in ticket)
+    assert not torch.equal(dense["fc1.weight"][0], dense["fc1.weight"][1])
+
+
+def test_the_one_shot_masks_depend_only_on_level_0(tmp_path, tiny_data, monkeypatch):
+    cfg = one_shot(rounds=3)
+    run(cfg, tmp_path / "a", tiny_data)
+    real_train = experiment.train_networks
+
+    def trains_otherwise_after_level_0(*args, desc, **kwargs):
+        result = real_train(*args, desc=desc, **kwargs)
+        if desc != "level 0":  # every trained weight of the later levels moved: other tickets
+            generator = torch.Generator().manual_seed(0)
+            result.params = {k: v + torch.randn(v.shape, generator=generator) for k, v in result.params.items()}
+        return result
+
+    monkeypatch.setattr(experiment, "train_networks", trains_otherwise_after_level_0)
+    run(cfg, tmp_path / "b", tiny_data)
+    a, b = RunFolder(tmp_path / "a"), RunFolder(tmp_path / "b")
+    for level in range(2, cfg.rounds + 1):
+        masks_a, masks_b = a.load_masks(level), b.load_masks(level)
+        assert all(torch.equal(masks_a["one_shot"][n], masks_b["one_shot"][n]) for n in LAYERS)
+        assert not all(torch.equal(masks_a["ticket"][n], masks_b["ticket"][n]) for n in LAYERS)
+
+
+@pytest.mark.parametrize("rewind_iteration", [0, 7])
+def test_a_one_shot_network_starts_from_the_rewind_point_with_its_mask_and_the_tickets_batches(
+    rewind_iteration, tmp_path, tiny_data
+):
+    cfg = one_shot(rounds=2, rewind_iteration=rewind_iteration)
+    run(cfg, tmp_path, tiny_data)
+    folder = RunFolder(tmp_path)
+    start = folder.load("rewind.pt") if rewind_iteration else folder.load("init.pt")
+    masks = folder.load_masks(2)
+    networks = {(n.condition, n.trial): n for n in level_networks(cfg, 2, start, masks)}
+    for trial in range(cfg.trials):
+        net, ticket = networks["one_shot", trial], networks["ticket", trial]
+        assert all(torch.equal(net.masks[n], masks["one_shot"][n][trial : trial + 1]) for n in LAYERS)
+        assert all(torch.equal(net.params[k], start[k][trial : trial + 1]) for k in start)
+        assert net.batch_seed == ticket.batch_seed
+
+
+def test_a_run_with_the_one_shot_control_killed_after_a_level_resumes_to_the_uninterrupted_result(
+    tmp_path, tiny_data, monkeypatch
+):
+    cfg = one_shot(rounds=3)
+    run(cfg, tmp_path / "whole", tiny_data)
+    kill_at_level_2(cfg, tmp_path / "cut", tiny_data, monkeypatch)
+    run(cfg, tmp_path / "cut", tiny_data)
+    pd.testing.assert_frame_equal(_without_timing(tmp_path / "whole"), _without_timing(tmp_path / "cut"))
+    whole, cut = RunFolder(tmp_path / "whole"), RunFolder(tmp_path / "cut")
+    for level in range(1, cfg.rounds + 1):
+        masks_whole, masks_cut = whole.load_masks(level), cut.load_masks(level)
+        assert all(torch.equal(masks_whole["one_shot"][n], masks_cut["one_shot"][n]) for n in LAYERS)
+
+
+def test_a_stack_with_the_one_shot_control_trains_each_network_as_it_would_train_alone(tmp_path, tiny_data):
+    cfg = one_shot(rounds=2)
+    run(cfg, tmp_path, tiny_data)
+    folder = RunFolder(tmp_path)
+    networks = level_networks(cfg, 2, folder.load("init.pt"), folder.load_masks(2))
+    together = experiment._train_level(cfg, 2, networks, tiny_data, progress=False)
+    for i in [i for i, net in enumerate(networks) if net.condition in ("one_shot", "ticket")]:
+        alone = experiment._train_level(cfg, 2, networks[i : i + 1], tiny_data, progress=False)
+        for key, value in alone.params.items():
+            torch.testing.assert_close(together.params[key][i : i + 1], value, rtol=1e-3, atol=1e-4)
+        for name, values in {**alone.metrics, **alone.train_metrics}.items():
+            both = {**together.metrics, **together.train_metrics}[name]
+            torch.testing.assert_close(both[..., i : i + 1], values, rtol=1e-4, atol=1e-3)
+
+
+def test_training_accuracy_is_taken_once_per_level_on_the_whole_training_split(tmp_path, tiny_data, monkeypatch):
+    cfg = small(rounds=1)
+    calls = []
+    real_call = training.Evaluator.__call__
+
+    def counting(self, model):
+        calls.append(len(self.y))
+        return real_call(self, model)
+
+    monkeypatch.setattr(training.Evaluator, "__call__", counting)
+    results = run(cfg, tmp_path, tiny_data)
+    evaluations = 1 + cfg.iterations // cfg.eval_every  # validation and test: before training and at each checkpoint
+    split = len(tiny_data.val_y) + len(tiny_data.test_y)
+    assert calls == ([split] * evaluations + [len(tiny_data.train_y)]) * (cfg.rounds + 1)  # the training split: once
+    folder = RunFolder(tmp_path)
+    ticket = results[(results.condition == "ticket") & (results.trial == 0)].set_index("level")
+    for level in range(cfg.rounds + 1):
+        model = build_model(
+            folder.load(f"tickets/level_{level:02d}.pt"), select(folder.load_masks(level)["ticket"], [0])
+        )
+        (loss,), (accuracy,) = real_call(training.Evaluator([(tiny_data.train_x, tiny_data.train_y)], 1), model)
+        assert ticket.final_train_accuracy[level] == pytest.approx(float(accuracy[0]))
+        assert ticket.final_train_loss[level] == pytest.approx(float(loss[0]), rel=1e-5)

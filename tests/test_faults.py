@@ -103,7 +103,7 @@ def test_a_full_disk_ends_in_one_line_exit_1_no_temporary_file_and_the_finished_
     assert f"could not write {out / name}: No space left on device" in error and "finished levels are kept" in error
     assert not list(out.rglob("*.tmp")) and not (out / name).exists()
     done = RunFolder(out).levels_done
-    assert len(RunFolder(out).results()) == [0, 1, 4][done]  # what progress.json says is there, and readable
+    assert len(RunFolder(out).results()) == [0, 1, 5][done]  # what progress.json says is there, and readable
 
 
 def test_a_run_cut_by_a_full_disk_resumes_to_the_uninterrupted_results(command, tmp_path, monkeypatch, finished):
@@ -181,6 +181,7 @@ RUN_FILES = [
     "progress.json",
     "init.pt",
     "rewind.pt",
+    "dense.pt",
     "masks/level_01.pt",
     "tickets/level_01.pt",
     "results.csv",
@@ -192,7 +193,7 @@ def read_back(folder: Path) -> None:
     """What a rerun, the report and a resumed level 1 read: every file of the folder."""
     run_experiment(CFG, folder, synthetic_splits(), progress=False)
     run = RunFolder(folder)
-    run.curves(), run.load_masks(1), run.load("tickets/level_01.pt"), run.load("rewind.pt")
+    run.curves(), run.load_masks(1), run.load("tickets/level_01.pt"), run.load("rewind.pt"), run.load("dense.pt")
 
 
 def cut_lengths(data: bytes) -> list[int]:
@@ -246,7 +247,7 @@ def test_a_json_file_holding_wrong_values_is_named(name, content, copy):
     assert snapshot(copy) == before
 
 
-TENSOR_FILES = ["init.pt", "rewind.pt", "masks/level_01.pt", "tickets/level_01.pt"]
+TENSOR_FILES = ["init.pt", "rewind.pt", "dense.pt", "masks/level_01.pt", "tickets/level_01.pt"]
 WRONG_TENSORS = {
     "a list": lambda tensors: list(tensors.values()),
     "a tensor": lambda tensors: next(iter(tensors.values())),

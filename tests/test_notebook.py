@@ -11,6 +11,7 @@ import pandas as pd
 from nbclient import NotebookClient
 
 from lth_helpers.config import make_config
+from lth_helpers.instability import FIGURE, TABLE
 from lth_helpers.plotting import FIGURES, TICKET_FIGURES
 from tests.conftest import REPO
 
@@ -43,11 +44,15 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "stop acc" in html and "reinit acc" in html  # the summary table
-    # the paper's 3 figures, the ticket's 4, inference, and the sweep's
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 9
+    # the paper's 4 figures (generalization among them), the ticket's 4, the instability paths, inference, the sweep's
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 11
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "The dense network reaches" in markdown and "multiply-adds per example" in markdown
     assert "Before any training, the dense network scores" in markdown
+    assert "At the end of training the dense network scores" in markdown  # the generalization gap
+    assert "the dense network ends in two minima whose straight path rises" in markdown  # the instability analysis
+    assert "of weights, instability: winning ticket" in markdown
+    assert "largest on the path" in html and "train acc" in html
     assert "speedup b1000" in html
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "pre-hooks:  ['L1Unstructured']" in printed and "buffers:    ['weight_mask']" in printed
@@ -67,8 +72,10 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert "Only one finished run" in printed  # the comparison of runs, with one run in RUNS_DIR
     run_dir = tmp_path / make_config("smoke", global_pruning=True).run_name()
     listed = json.loads((run_dir / "manifest.json").read_text())["files"]  # what --overwrite clears
-    for name in ("results.csv", "curves.csv", "inference.csv", *FIGURES, *TICKET_FIGURES):
+    for name in ("results.csv", "curves.csv", "inference.csv", *FIGURES, *TICKET_FIGURES, TABLE, FIGURE):
         assert (run_dir / name).exists() and name in listed, name
+    paths = pd.read_csv(run_dir / TABLE)  # the dense network and the sparsest level, ticket and both controls
+    assert set(zip(paths.level, paths.condition)) == {(0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "random_prune")}
     # the sweep of the "Try this" section: its global point is the run above, its layer-wise point a new folder
     sweep = pd.read_csv(tmp_path / "sweep.csv")
     points = [make_config("smoke", global_pruning=g).run_name() for g in (False, True)]

@@ -16,6 +16,7 @@ from lth_helpers.plotting import (
     TICKET_FIGURES,
     plot_accuracy_at_init,
     plot_accuracy_vs_weights,
+    plot_generalization,
     plot_inference,
     plot_initial_weights,
     plot_input_pixels,
@@ -64,7 +65,7 @@ def save_figures(run_dir):
 def test_run_figures_are_the_papers_figures_and_what_the_ticket_keeps_written_into_the_run_folder(run_dir, tmp_path):
     paths = save_figures(run_dir)
     names = {path.name for path in paths}
-    assert names == set(FIGURES + TICKET_FIGURES) and len(names) == 7
+    assert names == set(FIGURES + TICKET_FIGURES) and len(names) == 8
     assert all(path.parent == run_dir and path.stat().st_size > 10_000 for path in paths)
 
 
@@ -170,3 +171,16 @@ def test_a_run_with_no_pruned_level_gets_every_figure_without_warnings(tmp_path)
     assert all(path.exists() for path in save_figures(run_dir))
     dense = plot_initial_weights(run.load(INIT), run.ticket_masks(), run.results())
     assert dense.axes[0].get_title().endswith("kept")  # nothing pruned: one histogram
+
+
+def test_the_one_shot_control_is_drawn_beside_the_others_where_a_run_has_it():
+    table = results([97.0, 97.5, 97.2], [0, 97.1, 96.5])
+    one_shot = table[table.condition == "reinit"].assign(condition="one_shot", early_stop_test_accuracy=[97.3, 97.0])
+    table = pd.concat([table, one_shot], ignore_index=True)
+    for figure in (plot_accuracy_vs_weights(table), plot_generalization(table)):
+        labels = [text.get_text() for text in figure.axes[-1].get_legend().get_texts()]
+        assert labels == ["winning ticket", "random reinit", "one-shot pruning"]
+    line = plot_accuracy_vs_weights(table).axes[0].containers[2].lines[0]  # the one-shot control, joined to dense
+    assert list(line.get_ydata()) == [97.0, 97.3, 97.0]
+    gap = plot_generalization(table).axes[1].get_lines()[2]  # one-shot's training minus test accuracy, per level
+    np.testing.assert_allclose(gap.get_ydata(), [99.0 - 97.0, 99.1 - 97.1, 99.2 - 96.5])

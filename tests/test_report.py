@@ -5,7 +5,15 @@ from __future__ import annotations
 import pandas as pd
 
 from lth_helpers.inference import BATCH_SIZES, FORMS
-from lth_helpers.report import conclusions, format_percent, inference_summary, paper_comparison, summary_table
+from lth_helpers.report import (
+    conclusions,
+    format_percent,
+    generalization_conclusions,
+    inference_summary,
+    one_shot_conclusions,
+    paper_comparison,
+    summary_table,
+)
 from tests.conftest import results
 
 
@@ -40,11 +48,40 @@ def test_a_level_below_one_percent_is_not_printed_as_zero():
     ]
 
 
+def test_the_generalization_sentences_read_training_and_test_accuracy_at_the_end_of_training():
+    table = results([97.0, 97.5, 97.2, 96.0], [0, 97.1, 96.5, 96.4])
+    table["final_train_accuracy"] = 99.5  # every network fits the training images alike
+    text = " ".join(generalization_conclusions(table))
+    assert (
+        "the dense network scores 99.50% on the training images and 97.00% on the test images: a generalization gap "
+        "of 2.50 points" in text
+    )
+    assert "its gap is smaller than the dense network's at 2 of 3 of them, and smallest at 50.0% (2.00 points)" in text
+    assert (
+        "smaller than the random reinit control's at 2 of 3 pruned levels; at the sparsest, 3.50 against 3.10 points "
+        "(training accuracy 99.50% against 99.50%)" in text
+    )
+    assert text in " ".join(conclusions(table))
+
+
+def test_the_one_shot_sentence_says_how_far_down_one_shot_tickets_match_the_dense_network():
+    table = results([97.0, 97.5, 97.2, 96.0], [0, 97.1, 96.5, 96.4])
+    assert one_shot_conclusions(table) == []  # a run without the control
+    one_shot = table[table.condition == "reinit"].assign(condition="one_shot")
+    one_shot["early_stop_test_accuracy"] = [97.2, 97.0, 96.5]  # dense: 97.0
+    text = " ".join(one_shot_conclusions(pd.concat([table, one_shot])))
+    assert "match or beat the dense network at every level down to 25.0% of weights, and below it from 12.5%." in text
+    one_shot["early_stop_test_accuracy"] = [96.8, 97.1, 97.3]
+    text = " ".join(one_shot_conclusions(pd.concat([table, one_shot])))
+    assert "below the dense network already at 50.0% (-0.20 points)" in text
+
+
 def test_summary_table_shows_mean_and_std_over_trials():
     table = summary_table(results([97.0, 97.5], [0, 97.1], trials=2))
     assert table.loc[1, "stop acc"] == "97.55 ± 0.07"
     assert table.loc[0, "reinit acc"] == "—"
     assert table.loc[1, "weights"] == 500
+    assert table.loc[1, "train acc"] == "99.10 ± 0.00"  # the ticket's, on the training split at the end
     one_trial = summary_table(results([97.0, 97.5], [0, 97.1]))
     assert (one_trial.loc[1, "stop acc"], one_trial.loc[1, "stop iter"]) == ("97.50", "200")  # not 97.5, 200.0
 
@@ -52,30 +89,31 @@ def test_summary_table_shows_mean_and_std_over_trials():
 PAPER_PERCENTS = [100, 80.0, 64.0, 51.3, 41.1, 32.9, 26.4, 21.1, 16.9, 13.5, 10.9, 8.7, 7.0, 5.6, 4.5, 3.6, 2.9]
 
 
-def paper_like_results(ticket_gain: list[float]) -> pd.DataFrame:
+def paper_like_results(ticket_gain: list[float], one_shot_gain: list[float] | None = None) -> pd.DataFrame:
     """Two trials on the paper's schedule: the ticket `ticket_gain[level]` points above dense (98.0 + 0.1 x trial),
-    stopping 500 iterations earlier per level down to 21.1%; reinit 0.1 points per level below dense, 2.5x later."""
+    stopping 500 iterations earlier per level down to 21.1%; reinit 0.1 points per level below dense, 2.5x later;
+    with `one_shot_gain`, one-shot tickets that many points above dense, stopping 1.2x later than the ticket. Every
+    network ends training at 100% training accuracy, and at its early-stopping test accuracy."""
     rows = []
     for trial in range(2):
         dense = 98.0 + 0.1 * trial
         for level, percent in enumerate(PAPER_PERCENTS):
             stop = 10_000 - 500 * min(level, 7) + 1000 * max(level - 7, 0)
             common = dict(level=level, trial=trial, percent_remaining=percent, weights_remaining=int(2662 * percent))
-            rows.append(
-                dict(
-                    common,
-                    condition="ticket",
-                    early_stop_iteration=stop,
-                    early_stop_test_accuracy=dense + ticket_gain[level],
-                )
-            )
+            conditions = [("ticket", stop, dense + ticket_gain[level])]
             if level:
+                conditions.append(("reinit", 2.5 * stop, dense - 0.1 * level))
+            if level and one_shot_gain is not None:
+                conditions.append(("one_shot", 1.2 * stop, dense + one_shot_gain[level]))
+            for condition, stop_at, accuracy in conditions:
                 rows.append(
                     dict(
                         common,
-                        condition="reinit",
-                        early_stop_iteration=2.5 * stop,
-                        early_stop_test_accuracy=dense - 0.1 * level,
+                        condition=condition,
+                        early_stop_iteration=stop_at,
+                        early_stop_test_accuracy=accuracy,
+                        final_test_accuracy=accuracy,
+                        final_train_accuracy=100.0,
                     )
                 )
     return pd.DataFrame(rows)
@@ -85,7 +123,7 @@ def test_paper_comparison_reads_each_statement_from_the_run():
     gain = [0, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.1, -0.05, -0.5]
     table = paper_comparison(paper_like_results(gain)).set_index("the paper says")
     rows = table.to_dict("index")
-    assert len(rows) == 8 and all(v in ("yes", "no", "direction only") for v in table.agrees)
+    assert len(rows) == 11 and all(v in ("yes", "no", "direction only") for v in table.agrees)
     sooner = rows["Tickets stop early sooner than the dense network at every level down to 21.1%"]
     assert (
         sooner["this run"]
@@ -111,6 +149,25 @@ def test_paper_comparison_reads_each_statement_from_the_run():
     assert rows["At 21.1%: the ticket's early stop, sooner than reinit's (x)"]["agrees"] == "yes"
     ahead = rows["At 21.1%: the ticket's accuracy above reinit's (points)"]
     assert ahead["this run"] == "+1.10 ± 0.00" and ahead["agrees"] == "direction only"  # 1.1 is over 2x the paper's 0.5
+    end_gain = rows["At the end of training, the tickets' test accuracy above dense, at best (points)"]
+    assert end_gain == {"paper": "up to +0.35", "this run": "+0.40 ± 0.00 at 21.1%", "agrees": "yes"}
+    gap = rows[
+        "At the end of training tickets fit the training set as dense does, with a smaller train-test gap, at every "
+        "level down to 3.6%"
+    ]
+    assert gap["this run"] == (
+        "at 14 of 15 levels: dense gap 1.95 ± 0.07 points (training accuracy 100.00%), tickets 1.55 to 2.00 "
+        "(100.00-100.00%)"
+    )
+    assert gap["agrees"] == "no"  # at 3.6% the ticket is 0.05 points below dense: a larger gap
+    reinit_gap = rows[
+        "Tickets generalize better than random reinit: a smaller train-test gap at every level down to 5%"
+    ]
+    assert reinit_gap == {
+        "paper": "yes",
+        "this run": "at 13 of 13 levels; at 5.6%: ticket 1.55 ± 0.07, reinit 3.25 ± 0.07 points",
+        "agrees": "yes",
+    }
 
 
 def test_paper_comparison_says_no_where_the_run_disagrees_and_skips_levels_it_lacks():
@@ -122,9 +179,38 @@ def test_paper_comparison_says_no_where_the_run_disagrees_and_skips_levels_it_la
     short = paper_like_results(gain)
     short = short[short.level <= 5]  # down to 32.9%, as the seed preset: only the reinit statement applies
     assert list(paper_comparison(short)["the paper says"]) == [
-        "Random reinit loses accuracy against dense after little pruning (by 51.3%)"
+        "Random reinit loses accuracy against dense after little pruning (by 51.3%)",
+        "At the end of training, the tickets' test accuracy above dense, at best (points)",
+        "At the end of training tickets fit the training set as dense does, with a smaller train-test gap, at every "
+        "level down to 3.6%",
+        "Tickets generalize better than random reinit: a smaller train-test gap at every level down to 5%",
     ]
-    assert paper_comparison(short[short.level <= 2]).empty  # not even 51.3%: nothing to compare
+    assert len(paper_comparison(short[short.level == 0])) == 0  # nothing pruned: nothing to compare
+
+
+def test_paper_comparison_reads_the_one_shot_statements_from_the_run():
+    ticket_gain = [0, *[0.3] * 16]
+    one_shot_gain = [0, 0.2, 0.2, 0.2, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.0, -0.1, -0.2, -0.3, -0.4, -0.5, -0.6]
+    rows = paper_comparison(paper_like_results(ticket_gain, one_shot_gain)).set_index("the paper says").to_dict("index")
+    sooner = rows["One-shot tickets stop early sooner than the dense network from 67.5% down to 17.6%"]
+    assert sooner == {  # 64.0% to 21.1%: 1.2x the ticket's 9,000 to 6,500, against dense's 10,000
+        "paper": "yes",
+        "this run": "at 4 of 6 levels: dense at 10,000 ± 0; one-shot at 10,800, 10,200, 9,600, 9,000, 8,400, 7,800",
+        "agrees": "no",
+    }
+    accurate = rows["One-shot tickets more accurate than the dense network from 95.0% down to 5.17%"]
+    assert accurate == {
+        "paper": "yes",
+        "this run": "at 9 of 13 levels; the smallest gain is -0.30 ± 0.00 points, at 5.6%",
+        "agrees": "no",
+    }
+    more = rows["Iterative tickets more accurate than one-shot ones at small sizes (points, at the sparsest level)"]
+    assert more == {"paper": "higher", "this run": "+0.90 ± 0.00 at 2.9%", "agrees": "yes"}
+    faster = rows[
+        "Iterative tickets learn faster than one-shot ones at small sizes: one-shot's early stop over the ticket's "
+        "(x, at the sparsest level)"
+    ]
+    assert faster == {"paper": "more than 1", "this run": "1.20 ± 0.00 at 2.9%", "agrees": "yes"}
 
 
 def test_the_inference_summary_shows_sizes_in_whole_kilobytes():
