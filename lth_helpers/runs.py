@@ -13,7 +13,7 @@ dense.pt (every trial's trained dense network), masks/level_NN.pt, tickets/level
 trained ticket), results.csv, curves.csv and progress.json; a level counts as finished once
 progress.json says so. The report adds its figures, inference.csv and the exported ticket; the
 instability analysis, instability.csv and instability.png. Beside them, manifest.json lists every file this
-tool wrote there and run.lock is the lock.
+tool wrote there.
 
 Nothing outside the folder is ever read, written or removed: a symbolic link where the tool reads, writes or removes a
 file (`masks` linked to another disk, a link listed in the manifest) is refused in one line naming it, never followed.
