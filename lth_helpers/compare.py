@@ -103,9 +103,10 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)[[*columns, "stop_iteration_mean", "stop_iteration_std", "folder"]]
 
 
-def plot_comparison(table: pd.DataFrame) -> Figure:
+def plot_comparison(table: pd.DataFrame, legend_title: str = "winning ticket of") -> Figure:
     """The ticket of every run in `table` (from compare_runs): accuracy at early stopping and early-stopping
-    iteration against percent of weights remaining (log scale, dense on the left), mean ± std over trials."""
+    iteration against percent of weights remaining (log scale, dense on the left), mean ± std over trials, with one
+    legend below both panels titled `legend_title`."""
     table = on_log_axis(table)
     labels = list(table.run.unique())
     # The legend goes below both panels, in as many columns as its longest label lets fit across the figure, and the
@@ -133,7 +134,7 @@ def plot_comparison(table: pd.DataFrame) -> Figure:
         ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
     handles, _ = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="winning ticket of", loc="outside lower center", ncols=columns)
+    fig.legend(handles, labels, title=legend_title, loc="outside lower center", ncols=columns)
     trials = table.trials.max()
     fig.suptitle("Runs compared" + (f" (mean ± std over up to {trials} trials)" if trials > 1 else ""))
     return fig

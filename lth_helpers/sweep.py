@@ -703,8 +703,7 @@ def plot_sweep(table: pd.DataFrame) -> Figure:
         stop_iteration_mean=finished.ticket_stop_iteration_mean,
         stop_iteration_std=finished.ticket_stop_iteration_std,
     )
-    fig = plot_comparison(lines)
-    fig.axes[0].get_legend().set_title(f"winning ticket, {fields[0]}" if len(fields) == 1 else "winning ticket of")
+    fig = plot_comparison(lines, legend_title=f"winning ticket, {fields[0]}" if len(fields) == 1 else "winning ticket of")
     trials = int(finished.n_trials.max())
     over = f" (mean ± std over {trials} trials)" if trials > 1 else ""
     failed = table[table.state == "failed"].drop_duplicates("run")

@@ -363,7 +363,9 @@ def test_matching_percent_is_where_the_ticket_first_falls_below_dense():
 def test_the_figure_is_a_line_per_value_for_one_field_and_a_heatmap_of_matching_percent_for_two(synthetic, tmp_path):
     one = sweep.run_sweep(TINY_BASE, {"learning_rate": [1e-3, 2e-3]}, tmp_path / "one", progress=False)
     figure = sweep.plot_sweep(one)
-    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == ["0.001", "0.002"]
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["0.001", "0.002"]
+    assert legend.get_title().get_text() == "winning ticket, learning_rate"
     assert len(figure.axes) == 2  # accuracy and early-stopping iteration
 
     two = sweep.run_sweep(
