@@ -211,7 +211,6 @@ def test_a_sweep_runs_every_point_as_a_run_folder_and_resumes_after_an_interrupt
         "failures.json",
         "sweep.csv",
         "sweep.png",
-        "sweep.lock",
     }
     assert json.loads((out / "sweep.json").read_text()) == {
         "base": make_config("smoke", iterations=100, eval_every=50).to_dict(),
@@ -363,7 +362,7 @@ def test_matching_percent_is_where_the_ticket_first_falls_below_dense():
 def test_the_figure_is_a_line_per_value_for_one_field_and_a_heatmap_of_matching_percent_for_two(synthetic, tmp_path):
     one = sweep.run_sweep(TINY_BASE, {"learning_rate": [1e-3, 2e-3]}, tmp_path / "one", progress=False)
     figure = sweep.plot_sweep(one)
-    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == ["0.001", "0.002"]
+    assert [text.get_text() for text in figure.legends[0].get_texts()] == ["0.001", "0.002"]
     assert len(figure.axes) == 2  # accuracy and early-stopping iteration
 
     two = sweep.run_sweep(
