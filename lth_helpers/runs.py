@@ -234,27 +234,14 @@ class RunFolder:
         cannot write to, which no run can then damage) leaves the folder unguarded.
         """
         self._open = True
-        if fcntl is None:
-            return
-        for target, flags in ((self.path, os.O_RDONLY), (self._file(LOCK_FILE), os.O_WRONLY | os.O_CREAT)):
-            try:
-                handle = os.open(target, flags, 0o666)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(handle)
-                self._open = False
-                raise RunFolderError(
-                    f"{self.path} is in use by another run (in another terminal or notebook); "
-                    f"wait for it to finish or stop it, or choose another folder"
-                ) from None
-            except OSError:  # this file system cannot lock it
-                os.close(handle)
-                continue
-            self._lock = handle
-            return
+        try:
+            self._lock = lock_folder(self.path, self._file(LOCK_FILE))
+        except BlockingIOError:
+            self._open = False
+            raise RunFolderError(
+                f"{self.path} is in use by another run (in another terminal or notebook); "
+                f"wait for it to finish or stop it, or choose another folder"
+            ) from None
 
     def close(self) -> None:
         """Let another run use the folder (closing the descriptor drops the lock); this RunFolder then only reads."""
@@ -609,6 +596,30 @@ def _check_networks(name: str, table: pd.DataFrame, levels: int, cfg: Config | N
         raise ValueError(
             f"it has rows for level {level}, condition {condition}, trial {trial}, which the run never trains"
         )
+
+
+def lock_folder(folder: Path, lock_file: Path) -> int | None:
+    """Lock `folder` for this process with an OS lock (flock) on the folder itself, or on `lock_file` where the file
+    system cannot lock a folder (NFS); returns the descriptor that holds it (closing it drops the lock, as does the end
+    of the process, however it ends), or None where nothing can be locked (Windows, a file system without locks, a
+    folder this process cannot write to). Raises BlockingIOError when another process holds the lock."""
+    if fcntl is None:
+        return None
+    for target, flags in ((folder, os.O_RDONLY), (lock_file, os.O_WRONLY | os.O_CREAT)):
+        try:
+            handle = os.open(target, flags, 0o666)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise
+        except OSError:  # this file system cannot lock it
+            os.close(handle)
+            continue
+        return handle
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,8 +10,7 @@ A point of the grid is the base config with one value of every grid field. Each 
 inside the sweep folder, named as a run names its folder (PRESET-HASH of its config): `compare`, resuming and every
 check of a run folder work on it unchanged, and a point is the same folder, with the same results, as a plain run of
 its config. Beside the points the sweep folder holds sweep.json (the base config and the grid), failures.json (each
-failed point's one-line reason), the summary sweep.csv and sweep.png, sweep.lock, and with submitit its jobs' logs in
-submitit/.
+failed point's one-line reason), the summary sweep.csv and sweep.png, and with submitit its jobs' logs in submitit/.
 
 Where the points run: the local engine trains them one after another in this process; `Submitit` hands them to
 submitit, an optional extra: one Slurm job per point in a job array, or on this machine one job per GPU, each job
@@ -27,6 +26,7 @@ import importlib
 import itertools
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -60,18 +60,14 @@ from .data import DataError, MNISTSplits, load_mnist
 from .data import data_dir as data_dir_of
 from .experiment import ExperimentError, run_experiment
 from .flags import add_run_flags, config_overrides, field_type
+from .flags import folder as folder_flag
 from .report import format_percent
-from .runs import DamagedFileError, RunFolder, RunFolderError, read_checked, write_atomic
-
-try:
-    import fcntl  # POSIX: the lock that keeps two sweeps out of one folder
-except ImportError:  # Windows: sweep folders are not locked (each point's run folder still is, where it can be)
-    fcntl = None
+from .runs import DamagedFileError, RunFolder, RunFolderError, lock_folder, read_checked, write_atomic
 
 SWEEP_FILE = "sweep.json"  # the base config and the grid
 FAILURES_FILE = "failures.json"  # {point's run folder: the one-line reason it failed}
 TABLE_FILE, FIGURE_FILE = "sweep.csv", "sweep.png"
-LOCK_FILE = "sweep.lock"
+LOCK_FILE = "sweep.lock"  # locked where the file system cannot lock the sweep folder itself (NFS)
 JOBS_FOLDER = "submitit"  # submitit's pickles and logs, one folder per job
 STATES = ("done", "partial", "not started", "failed")
 LIST_SEPARATOR = "/"  # between the values of a grid field whose value is itself a list of names (controls)
@@ -322,17 +318,17 @@ def _grid_text(grid: Mapping[str, Sequence[Any]]) -> str:
 
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """Hold sweep.lock (flock) while the sweep runs: a second sweep in the folder is refused. The OS drops the lock
-    when the process ends, however it ends."""
-    if fcntl is None:
+    """Lock the sweep folder while the sweep runs, as a run locks its folder (runs.lock_folder): a second sweep there
+    is refused; the OS drops the lock when the process ends, however it ends."""
+    try:
+        handle = lock_folder(folder, folder / LOCK_FILE)
+    except BlockingIOError:
+        raise SweepError(f"{folder} is in use by another sweep; wait for it to finish or stop it") from None
+    try:
         yield
-        return
-    with open(folder / LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SweepError(f"{folder} is in use by another sweep; wait for it to finish or stop it") from None
-        yield
+    finally:
+        if handle is not None:
+            os.close(handle)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -703,7 +699,8 @@ def plot_sweep(table: pd.DataFrame) -> Figure:
         stop_iteration_mean=finished.ticket_stop_iteration_mean,
         stop_iteration_std=finished.ticket_stop_iteration_std,
     )
-    fig = plot_comparison(lines, legend_title=f"winning ticket, {fields[0]}" if len(fields) == 1 else "winning ticket of")
+    legend_title = f"winning ticket, {fields[0]}" if len(fields) == 1 else "winning ticket of"
+    fig = plot_comparison(lines, legend_title=legend_title)
     trials = int(finished.n_trials.max())
     over = f" (mean ± std over {trials} trials)" if trials > 1 else ""
     failed = table[table.state == "failed"].drop_duplicates("run")
@@ -782,7 +779,7 @@ def add_command(subcommands: argparse._SubParsersAction) -> None:
         epilog="docs/sweeps.md: local runs, the GPUs of one machine, Slurm, resume and failures, cost.",
     )
     parser.add_argument("--preset", required=True, help="the base config's preset: smoke, seed or paper")
-    parser.add_argument("--out", required=True, metavar="SWEEP_DIR", help="the sweep folder")
+    parser.add_argument("--out", required=True, type=folder_flag, metavar="SWEEP_DIR", help="the sweep folder")
     parser.add_argument(
         "--grid",
         action="append",

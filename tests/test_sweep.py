@@ -211,7 +211,6 @@ def test_a_sweep_runs_every_point_as_a_run_folder_and_resumes_after_an_interrupt
         "failures.json",
         "sweep.csv",
         "sweep.png",
-        "sweep.lock",
     }
     assert json.loads((out / "sweep.json").read_text()) == {
         "base": make_config("smoke", iterations=100, eval_every=50).to_dict(),
