@@ -37,7 +37,7 @@ from .pruning import (
     random_masks_like,
 )
 from .runs import DENSE, INIT, REWIND, RunFolder, masks_file, ticket_file
-from .training import DIVERGED, DivergenceError, TrainResult, train_networks
+from .training import DIVERGED, DivergenceError, TrainResult, train_networks, training_split_metrics
 
 
 class ExperimentError(RuntimeError):
@@ -127,7 +127,7 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
         masks = run.load_masks(level)
         rewind_point = run.load(REWIND) if level and cfg.rewind_iteration else theta_0
         networks = level_networks(cfg, level, rewind_point, masks)
-        result = _train_level(cfg, level, networks, data, progress)
+        result, train_metrics = _train_level(cfg, level, networks, data, progress)
         ticket = [i for i, net in enumerate(networks) if net.condition == "ticket"]
         run.save(ticket_file(level), select(result.params, ticket[:1]))  # trial 0, for export
         if level == 0:
@@ -142,7 +142,7 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
             if "one_shot" in cfg.controls:  # from level 0's trained weights alone, whatever the levels between did
                 next_masks["one_shot"] = one_shot_masks(run.load(DENSE), next_ticket)
             run.save_masks(level + 1, next_masks)
-        run.finish_level(level, level_rows(level, networks, result), curve_rows(level, networks, result))
+        run.finish_level(level, level_rows(level, networks, result, train_metrics), curve_rows(level, networks, result))
     return run.results()
 
 
@@ -170,13 +170,15 @@ def prune_ticket(cfg: Config, trained: Params, masks: Masks, device: torch.devic
 
 def _train_level(
     cfg: Config, level: int, networks: list[TrainingSpec], data: MNISTSplits, progress: bool
-) -> TrainResult:
+) -> tuple[TrainResult, dict[str, torch.Tensor]]:
+    """Train the level's networks in one stack; also returns their TRAIN_METRICS at the end of training (the paper
+    reads generalization from training against test accuracy)."""
     device = data.train_x.device
     model = build_model(
         _to(concat([n.params for n in networks]), device), _to(concat([n.masks for n in networks]), device)
     )
     try:
-        return train_networks(
+        result = train_networks(
             model,
             data,
             iterations=cfg.iterations,
@@ -195,6 +197,7 @@ def _train_level(
             f"training diverged (loss {DIVERGED}) at level {level}, condition {net.condition}, trial {net.trial}, "
             f"iteration {error.iteration}; {kept}; a lower learning_rate may help"
         ) from None
+    return result, training_split_metrics(model, data)
 
 
 def _to(stack: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
@@ -205,7 +208,9 @@ def _to(stack: dict[str, torch.Tensor], device: torch.device | str) -> dict[str,
 # Results as tables
 
 
-def level_rows(level: int, networks: list[TrainingSpec], result: TrainResult) -> list[dict]:
+def level_rows(
+    level: int, networks: list[TrainingSpec], result: TrainResult, train_metrics: dict[str, torch.Tensor]
+) -> list[dict]:
     """One results.csv row per network of the level (its columns: runs.TABLE_COLUMNS)."""
     total_weights = sum(m.numel() for m in networks[0].masks.values())
     val_loss = result.metrics["val_loss"]
@@ -227,7 +232,7 @@ def level_rows(level: int, networks: list[TrainingSpec], result: TrainResult) ->
                 "early_stop_test_accuracy": float(result.metrics["test_accuracy"][best[i], i]),
                 "final_test_accuracy": float(result.metrics["test_accuracy"][-1, i]),
                 "final_test_loss": float(result.metrics["test_loss"][-1, i]),
-                **{f"final_{name}": float(result.train_metrics[name][i]) for name in TRAIN_METRICS},
+                **{f"final_{name}": float(train_metrics[name][i]) for name in TRAIN_METRICS},
                 "train_seconds": result.seconds,  # the level's wall time, shared by the networks trained together
             }
         )

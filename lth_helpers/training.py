@@ -70,7 +70,6 @@ class TrainResult:
     iterations: list[int]  # the iterations at which the metrics were taken (0 = before training)
     metrics: dict[str, torch.Tensor]  # METRICS name -> (len(iterations), n_networks); accuracies in %
     seconds: float  # wall-clock time of the whole call, evaluations included
-    train_metrics: dict[str, torch.Tensor]  # TRAIN_METRICS name -> (n_networks,): the whole training split, at the end
 
 
 def train_networks(
@@ -89,8 +88,7 @@ def train_networks(
 ) -> TrainResult:
     """Train every network of `model` for `iterations` Adam steps; network i draws batches with batch_seeds[i].
 
-    Evaluates on validation and test before training, every `eval_every` iterations and at the end; on the whole
-    training split once, at the end (`train_metrics`: how well each network fits the data it learned from).
+    Evaluates on validation and test before training, every `eval_every` iterations and at the end.
     Raises DivergenceError at the first non-finite or exploded training loss. `step(model, data, learning_rate)`
     makes the training step: FastStep (the default), ReferenceStep (plain autograd and Adam), or FastStep with its
     options, e.g. `functools.partial(FastStep, compile=True)`.
@@ -118,11 +116,14 @@ def train_networks(
     if device.type == "cuda":
         torch.cuda.synchronize()
     metrics = {name: torch.stack([h[name] for h in history]).cpu() for name in METRICS}
-    (train_loss,), (train_accuracy,) = Evaluator([(data.train_x, data.train_y)], model.n_networks)(model)
-    train_metrics = {"train_accuracy": train_accuracy.cpu(), "train_loss": train_loss.cpu()}
-    return TrainResult(
-        current_params(model), snapshot, checkpoints, metrics, time.perf_counter() - start, train_metrics
-    )
+    return TrainResult(current_params(model), snapshot, checkpoints, metrics, time.perf_counter() - start)
+
+
+def training_split_metrics(model: StackedMLP, data: MNISTSplits) -> dict[str, torch.Tensor]:
+    """TRAIN_METRICS name -> (n,): loss and accuracy (%) of every network on the whole training split, which says,
+    beside the test accuracy, how much of a network's fit to the images it learned from carries over to new ones."""
+    (loss,), (accuracy,) = Evaluator([(data.train_x, data.train_y)], model.n_networks)(model)
+    return {"train_accuracy": accuracy.cpu(), "train_loss": loss.cpu()}
 
 
 def reference_step(

@@ -343,13 +343,13 @@ def test_a_stack_with_the_one_shot_control_trains_each_network_as_it_would_train
     run(cfg, tmp_path, tiny_data)
     folder = RunFolder(tmp_path)
     networks = level_networks(cfg, 2, folder.load("init.pt"), folder.load_masks(2))
-    together = experiment._train_level(cfg, 2, networks, tiny_data, progress=False)
+    together, together_train = experiment._train_level(cfg, 2, networks, tiny_data, progress=False)
     for i in [i for i, net in enumerate(networks) if net.condition in ("one_shot", "ticket")]:
-        alone = experiment._train_level(cfg, 2, networks[i : i + 1], tiny_data, progress=False)
+        alone, alone_train = experiment._train_level(cfg, 2, networks[i : i + 1], tiny_data, progress=False)
         for key, value in alone.params.items():
             torch.testing.assert_close(together.params[key][i : i + 1], value, rtol=1e-3, atol=1e-4)
-        for name, values in {**alone.metrics, **alone.train_metrics}.items():
-            both = {**together.metrics, **together.train_metrics}[name]
+        for name, values in {**alone.metrics, **alone_train}.items():
+            both = {**together.metrics, **together_train}[name]
             torch.testing.assert_close(both[..., i : i + 1], values, rtol=1e-4, atol=1e-3)
 
 
