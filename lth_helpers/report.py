@@ -14,6 +14,8 @@ import pandas as pd
 from .config import CONTROLS
 from .inference import BATCH_SIZES, FORMS
 
+FITS_TRAINING_SET = 99.0  # training accuracy (%) from which a network counts as fitting its training set (~100%)
+
 
 def mean_std(values: pd.Series, fmt: str) -> str:
     """The mean of `values` (one per trial) formatted with `fmt`, with ' ± std' when there are several:
@@ -182,7 +184,7 @@ def generalization_conclusions(results: pd.DataFrame) -> list[str]:
     pruned, pruned_gap = ticket.iloc[1:], ticket_gap.iloc[1:]
     best = pruned_gap.idxmin()
     sentences.append(
-        f"The ticket scores {pruned.final_train_accuracy.min():.2f}% to {pruned.final_train_accuracy.max():.2f}% on "
+        f"The ticket scores {_span(pruned.final_train_accuracy, '.2f')}% on "
         f"the training images at the pruned levels; its gap is smaller than the dense network's at "
         f"{int((pruned_gap < ticket_gap.iloc[0]).sum())} of {len(pruned)} of them, and smallest at "
         f"{format_percent(pruned.percent_remaining[best])} ({pruned_gap[best]:.2f} points)."
@@ -373,20 +375,23 @@ def _generalization_rows(results: pd.DataFrame, percent: pd.Series) -> list[tupl
                 _agrees(gain[best], 0.35),
             )
         )
+    levels = _down_to(percent, 3.6)
+    if levels:
         smaller = sum(gap["ticket", lv].mean() < gap["ticket", 0].mean() for lv in levels)
         gaps, trains = gap["ticket"][levels].mean(), train["ticket"][levels].mean()
+        fits = min(trains.min(), train["ticket", 0].mean()) >= FITS_TRAINING_SET
         rows.append(
             (
                 "At the end of training tickets fit the training set as dense does, with a smaller train-test gap, "
                 "at every level down to 3.6%",
                 "yes: training accuracy about 100%",
                 f"at {smaller} of {len(levels)} levels: dense gap {mean_std(gap['ticket', 0], '.2f')} points "
-                f"(training accuracy {train['ticket', 0].mean():.2f}%), tickets {gaps.min():.2f} to {gaps.max():.2f} "
-                f"({trains.min():.2f}-{trains.max():.2f}%)",
-                "yes" if smaller == len(levels) else "no",
+                f"(training accuracy {train['ticket', 0].mean():.2f}%), tickets {_span(gaps, '.2f')} "
+                f"({_span(trains, '.2f')}%)",
+                "yes" if smaller == len(levels) and fits else "no",
             )
         )
-    levels = [lv for lv in percent.index if 0 < lv and percent[lv] >= 5 / 1.1]
+    levels = _down_to(percent, 5)
     if "reinit" in gap.columns.get_level_values(0) and levels:
         smaller = sum(gap["ticket", lv].mean() < gap["reinit", lv].mean() for lv in levels)
         last = levels[-1]
@@ -400,6 +405,20 @@ def _generalization_rows(results: pd.DataFrame, percent: pd.Series) -> list[tupl
             )
         )
     return rows
+
+
+def _down_to(percent: pd.Series, target: float) -> list[int]:
+    """The pruned levels of a statement about "every level down to `target`%" (those within 10% of it or above), or
+    none when the run has no level near `target`: a run that stops short of it cannot say."""
+    if nearest_level(percent, target, within=0.1) is None:
+        return []
+    return [lv for lv in percent.index if 0 < lv and percent[lv] >= target / 1.1]
+
+
+def _span(values: pd.Series, spec: str) -> str:
+    """'low to high' of `values`, or the one value when they are all equal."""
+    low, high = format(values.min(), spec), format(values.max(), spec)
+    return low if low == high else f"{low} to {high}"
 
 
 def _one_shot_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
