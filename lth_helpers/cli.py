@@ -181,7 +181,8 @@ def report_run(run: RunFolder, results: pd.DataFrame, test_x: torch.Tensor, last
     comparison = paper_comparison(results)
     if len(comparison):
         print("\nThe paper's statements about LeNet-300-100, and this run:")
-        print(comparison.to_string(index=False))
+        for statement, paper, this_run, agrees in comparison.itertuples(index=False, name=None):  # too wide for a table
+            print(f"- {statement}\n    paper: {paper}; this run: {this_run}; agrees: {agrees}")
     report_inference(run, test_x, last_level)
 
 
