@@ -191,7 +191,8 @@ def plot_layer_sparsity(results: pd.DataFrame) -> Figure:
     ticket's lines; global pruning is where the layers part ways.
     """
     rows = results[results.trial == 0]
-    dense = rows[(rows.condition == "ticket") & (rows.level == 0)].iloc[0]
+    counts = [f"{name}_remaining" for name in LAYERS]  # integers alone: a row of mixed types warns (pandas 2.0)
+    dense = rows.loc[(rows.condition == "ticket") & (rows.level == 0), counts].iloc[0]
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     ticket, control = rows[rows.condition == "ticket"], rows[rows.condition == "random_prune"]
