@@ -139,7 +139,13 @@ def make_config(preset: str = "paper", **overrides: Any) -> Config:
     """The named preset with `overrides` applied on top."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    return replace(Config(), preset=preset, **{**PRESETS[preset], **overrides})
+    cfg = replace(Config(), preset=preset, **{**PRESETS[preset], **overrides})
+    if "prune_rate_output" in overrides and cfg.global_pruning:  # it would change the folder's name, not the run
+        raise ConfigError(
+            "prune_rate_output applies to layer-wise pruning only, and this config prunes globally; "
+            "add global_pruning=False (--global-pruning false)"
+        )
+    return cfg
 
 
 def mask_conditions(cfg: Config) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ BAD_INPUT = {
     "unknown control": ["--controls", "reinit,shuffle"],
     "rate of zero": ["--prune-rate", "0"],
     "rate of one": ["--prune_rate_output", "1"],
+    "output rate with global pruning": ["--preset", "seed", "--prune-rate-output", "0.2"],
     "negative rate": ["--prune_rate", "-0.2"],
     "zero iterations": ["--iterations", "0"],
     "negative trials": ["--trials", "-1"],
