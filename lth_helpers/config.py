@@ -17,6 +17,7 @@ import json
 import math
 import numbers
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,12 +141,20 @@ def make_config(preset: str = "paper", **overrides: Any) -> Config:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
     cfg = replace(Config(), preset=preset, **{**PRESETS[preset], **overrides})
-    if "prune_rate_output" in overrides and cfg.global_pruning:  # it would change the folder's name, not the run
+    refuse_unused_choices(cfg, overrides)
+    return cfg
+
+
+def refuse_unused_choices(cfg: Config, chosen: Iterable[str]) -> None:
+    """Raise ConfigError for a field the user chose (`chosen`: their names) that `cfg` does not use: it would change
+    the run folder's name and not the run. prune_rate_output with global pruning, which ranks every layer at
+    prune_rate. Checked where a user's choices meet a preset (make_config, a sweep's grid), not when a saved config
+    is read back."""
+    if "prune_rate_output" in chosen and cfg.global_pruning:
         raise ConfigError(
             "prune_rate_output applies to layer-wise pruning only, and this config prunes globally; "
             "add global_pruning=False (--global-pruning false)"
         )
-    return cfg
 
 
 def mask_conditions(cfg: Config) -> tuple[str, ...]:

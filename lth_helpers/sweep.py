@@ -52,6 +52,7 @@ from .config import (
     ConfigError,
     check_memory,
     make_config,
+    refuse_unused_choices,
     replace,
     resolve_device,
     show_value,
@@ -114,7 +115,8 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list]:
         if not equals or not name:
             raise ConfigError(f"--grid takes FIELD=V1,V2,..., got {spec!r}")
         if name not in fields:
-            raise ConfigError(f"--grid: unknown config field {name!r}; known fields: {', '.join(sorted(fields))}")
+            known = sorted(set(fields) - {"preset"})  # a sweep starts from one preset (grid_points says so)
+            raise ConfigError(f"--grid: unknown config field {name!r}; known fields: {', '.join(known)}")
         if name in grid:
             raise ConfigError(f"--grid names {name} twice; give all its values in one --grid {name}=V1,V2,...")
         parse = field_type(fields[name])
@@ -140,12 +142,12 @@ def grid_points(base: Config, grid: Mapping[str, Sequence[Any]]) -> list[Point]:
     """
     if not grid:
         raise ConfigError("the grid is empty: give at least one field and its values (--grid FIELD=V1,V2,...)")
-    known = {f.name for f in dataclasses.fields(Config)}
+    known = {f.name for f in dataclasses.fields(Config)} - {"preset"}
     for field, values in grid.items():
-        if field not in known:
-            raise ConfigError(f"unknown config field {field!r} in the grid; known fields: {', '.join(sorted(known))}")
         if field == "preset":
             raise ConfigError("preset cannot be a grid field: a sweep starts from one --preset; run one per preset")
+        if field not in known:
+            raise ConfigError(f"unknown config field {field!r} in the grid; known fields: {', '.join(sorted(known))}")
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
             raise ConfigError(f"the grid's {field} must be a list of one or more values, got {values!r}")
     points = []
@@ -153,6 +155,7 @@ def grid_points(base: Config, grid: Mapping[str, Sequence[Any]]) -> list[Point]:
         wanted = dict(zip(grid, combination))
         try:
             cfg = replace(base, **wanted)
+            refuse_unused_choices(cfg, wanted)
         except ConfigError as error:
             shown = ", ".join(f"{field}={show_value(value)}" for field, value in wanted.items())
             raise ConfigError(f"the point {shown} is not a valid config: {error}") from None

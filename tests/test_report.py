@@ -14,7 +14,7 @@ from lth_helpers.report import (
     paper_comparison,
     summary_table,
 )
-from tests.conftest import results
+from tests.conftest import REPO, results
 
 
 def test_conclusions_find_where_the_ticket_stops_beating_the_dense_network():
@@ -239,3 +239,11 @@ def test_the_inference_summary_shows_sizes_in_whole_kilobytes():
     summary = inference_summary(table)
     assert summary.loc[1, ["KB dense", "KB sparse"]].tolist() == [1040, 1667]
     assert "1040.0" not in summary.to_string()  # printed as 1040, not as a float
+
+
+def test_the_paper_runs_table_in_docs_gives_the_readmes_verdicts_though_it_predates_training_accuracy():
+    results = pd.read_csv(REPO / "docs" / "results" / "paper" / "results.csv")  # no final_train_* columns
+    comparison = paper_comparison(results)
+    assert list(comparison.agrees) == ["yes", "yes", "yes", "yes", "no", "no", "yes", "yes"]  # README, "What it found"
+    assert comparison["this run"][1] == "40 ± 18" and comparison["this run"][3] == "+0.50 ± 0.26"
+    assert "train acc" not in summary_table(results) and generalization_conclusions(results) == []

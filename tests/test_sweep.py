@@ -505,3 +505,10 @@ def test_the_slurm_executor_is_configured_from_the_flags_without_running_slurm(t
         submission = pickle.loads(job.paths.submitted_pickle.read_bytes())
         assert submission.function is sweep.run_points
         assert submission.args == ([point.cfg], str((tmp_path / "grid").resolve()), str(tmp_path / "data"), "auto")
+
+
+def test_an_output_layer_rate_on_a_globally_pruned_base_is_refused_not_swept_as_new_points():
+    with pytest.raises(ConfigError, match="prune_rate_output applies to layer-wise pruning only"):
+        sweep.grid_points(make_config("seed"), {"prune_rate_output": [0.1, 0.2]})
+    points = sweep.grid_points(make_config("paper"), {"prune_rate_output": [0.1, 0.2]})
+    assert [point.cfg.prune_rate_output for point in points] == [0.1, 0.2]
