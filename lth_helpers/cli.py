@@ -30,6 +30,8 @@ class, whose errors are one line. A command line whose first word names no subco
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -91,6 +93,12 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
+    if argv and not argv[0].startswith("-") and argv[0] not in parser.commands:  # run takes no bare word: a typo
+        close = difflib.get_close_matches(argv[0], parser.commands, n=1)
+        parser.error(
+            f"unknown subcommand {argv[0]!r}; choose one of: {', '.join(parser.commands)}"
+            + (f" (did you mean {close[0]}?)" if close else "")
+        )
     if not argv or argv[0] not in parser.commands:
         argv = ["run", *argv]  # `python -m lth_helpers --preset seed`: the subcommand run
     args = parser.parse_args(argv)
@@ -143,9 +151,13 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         )
         with RunFolder.open(out, cfg, args.overwrite) as run:  # held from the first read to the last file written
             results = run_levels(cfg, run, data, progress=not args.no_progress)
-            report_run(run, results, data.test_x, cfg.rounds)
+            report = write_report(run, results, data.test_x, cfg.rounds)
         finished = True
+        print("\n".join(report))
         print(f"results.csv, curves.csv, inference.csv, figures, masks and tickets are in {out}")
+    except BrokenPipeError as error:  # the reader stopped reading (`| head`): say no more, on a stdout that is gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0 if finished else _fail(parser, error)
     except (DataError, ExperimentError, RunFolderError, OSError) as error:  # OSError: unwritable folder
         return _fail(parser, error)
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises a RuntimeError
@@ -171,38 +183,41 @@ def _one_line(error: Exception | str) -> str:
     return " ".join(str(error).split())
 
 
-def report_run(run: RunFolder, results: pd.DataFrame, test_x: torch.Tensor, last_level: int) -> None:
-    """Print the run's tables and conclusions; write its figures, inference table and exported ticket into the open
-    run folder `run`."""
+def write_report(run: RunFolder, results: pd.DataFrame, test_x: torch.Tensor, last_level: int) -> list[str]:
+    """Write the run's figures, inference table and exported ticket into the open run folder `run`, and return what
+    the command prints of the run: its tables and conclusions. Every file comes before any line is printed, so that
+    a reader who stops reading early (`| head`) loses no file."""
     curves = run.curves()
     run.save_figures(run_figures(results, curves, run.load(INIT), run.ticket_masks()))
-    print(summary_table(results).to_string())
-    print("\n".join(conclusions(results) + accuracy_at_init_conclusions(curves, results)))
+    lines = [summary_table(results).to_string(), *conclusions(results), *accuracy_at_init_conclusions(curves, results)]
     comparison = paper_comparison(results)
-    if len(comparison):
-        print("\nThe paper's statements about LeNet-300-100, and this run:")
-        for statement, paper, this_run, agrees in comparison.itertuples(index=False, name=None):  # too wide for a table
-            print(f"- {statement}\n    paper: {paper}; this run: {this_run}; agrees: {agrees}")
-    report_inference(run, test_x, last_level)
+    if len(comparison):  # a list: as a table it runs past 300 columns
+        lines.append("\nThe paper's statements about LeNet-300-100, and this run:")
+        lines += [
+            f"- {statement}\n    paper: {paper}; this run: {this_run}; agrees: {agrees}"
+            for statement, paper, this_run, agrees in comparison.itertuples(index=False, name=None)
+        ]
+    return lines + write_inference(run, test_x, last_level)
 
 
-def report_inference(run: RunFolder, test_x: torch.Tensor, last_level: int) -> None:
-    """Time every level's ticket in each inference form; export the sparsest ticket in its smallest form."""
-    print("\nWhat does the ticket buy? Inference on the CPU, trial 0's ticket at every level:")
+def write_inference(run: RunFolder, test_x: torch.Tensor, last_level: int) -> list[str]:
+    """Time every level's ticket in each inference form and export the sparsest ticket in its smallest form, into the
+    open run folder `run`; return the lines that report them."""
     tickets, masks = run.trained_tickets(), run.ticket_masks()
     table = inference_table(tickets, masks, test_x)
     run.save_table(INFERENCE_TABLE, table)
     run.save_figures({INFERENCE_FIGURE: plot_inference(table)})
-    print(inference_summary(table).to_string())
-    print("\n".join(inference_conclusions(table)))
     exported = smallest_form(first_network(tickets[last_level]), first_network(masks[last_level]))
     name = exported_ticket_file(last_level)
     run.save(name, exported)
     file = run.path / name
-    print(
+    return [
+        "\nWhat does the ticket buy? Inference on the CPU, trial 0's ticket at every level:",
+        inference_summary(table).to_string(),
+        *inference_conclusions(table),
         f"exported the level-{last_level} ticket as {exported['form']}: {file} ({file.stat().st_size / 1024:,.0f} KB); "
-        f"load it with lth_helpers.inference.load_ticket"
-    )
+        f"load it with lth_helpers.inference.load_ticket",
+    ]
 
 
 COMMANDS = (add_run_command, compare.add_command, sweep.add_command, instability.add_command)  # see the docstring

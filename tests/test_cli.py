@@ -156,6 +156,16 @@ def test_a_command_line_that_names_no_subcommand_is_the_subcommand_run(monkeypat
     assert seen[0][1] == "python -m lth_helpers" and seen[2][0]["preset"] is None
 
 
+def test_a_misspelt_subcommand_is_named_with_the_nearest_one_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["comapre", "runs/a", "runs/b"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_.value.code == 2
+    assert error.endswith(
+        "unknown subcommand 'comapre'; choose one of: run, compare, sweep, instability (did you mean compare?)"
+    )
+
+
 def test_every_subcommand_has_its_parser_its_function_and_a_place_in_runs_help(capsys):
     parser = build_parser()
     assert list(parser.commands) == ["run", "compare", "sweep", "instability"]

@@ -453,16 +453,16 @@ def test_a_second_run_during_the_first_ones_report_is_refused_and_the_first_fini
     deleted, command, tmp_path, monkeypatch
 ):
     out, seen = tmp_path / "run", []
-    real_report = cli.report_inference
+    real_report = cli.write_inference
 
     def report_while_a_second_run_starts(*args):
         for lock in out.glob("*.lock") if deleted else []:  # deleted under the running run: it still holds the folder
             lock.unlink()
         second = subprocess.run([sys.executable, "-c", SECOND_RUN, str(out)], cwd=REPO, capture_output=True, text=True)
         seen.append(second.stdout)
-        real_report(*args)
+        return real_report(*args)
 
-    monkeypatch.setattr(cli, "report_inference", report_while_a_second_run_starts)
+    monkeypatch.setattr(cli, "write_inference", report_while_a_second_run_starts)
     code, error = command(out)
     assert code == 0, error
     assert seen and seen[0].startswith(f"{out} is in use by another run")
@@ -619,3 +619,16 @@ def test_ctrl_c_at_start_up_is_one_line_and_exit_130(delay, tmp_path):
     process.send_signal(signal.SIGINT)
     _, error = process.communicate(timeout=120)
     assert process.returncode == 130 and one_line(error) and "interrupted" in error, error
+
+
+def test_a_reader_who_stops_reading_early_loses_no_file_and_sees_no_error(tmp_path):
+    """`python -m lth_helpers ... | head -1`: the run's first line is read, then its stdout is closed."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "lth_helpers", *FLAGS, "--no-progress", "--out", str(out)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith(CFG.run_name())
+    process.stdout.close()  # every line printed from here on goes to a closed pipe
+    error = process.stderr.read()
+    assert process.wait(timeout=300) == 0 and error == "", error
+    written = {path.name for path in out.iterdir()}
+    assert {"inference.csv", "inference_latency.png", f"ticket_level_{CFG.rounds:02d}.pt"} <= written
