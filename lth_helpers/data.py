@@ -77,6 +77,14 @@ def _fetch_if_absent(root: Path, raw: Path) -> None:
     missing = [name for name in MNIST_FILES if name not in present]
     if not missing:
         return
+    too_deep = next(
+        (folder for folder in (root, root / "raw") if all(_kind(folder / n) == "file" for n in MNIST_FILES)), None
+    )
+    if not present and too_deep:  # --data-dir names MNIST/raw or MNIST itself: a download would fetch a second copy
+        raise DataError(
+            f"the MNIST files are in {too_deep}, but the data folder is the one that holds MNIST/raw: point --data-dir "
+            f"/ $LTH_DATA_DIR at {too_deep.parent.parent}"
+        )
     if present:  # a download would fetch every file again: say which are missing instead
         raise DataError(
             f"MNIST in {raw} is incomplete: {', '.join(missing)} missing ({', '.join(present)} there). "

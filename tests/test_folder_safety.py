@@ -561,6 +561,16 @@ def test_the_mnist_loader_creates_nothing_when_it_fails(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "empty"]
 
 
+def test_a_data_folder_one_or_two_levels_too_deep_is_named_with_the_right_one_and_nothing_is_downloaded(monkeypatch):
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", _offline)
+    data = Path(os.environ["LTH_DATA_DIR"])  # the real files, read-only in CI: nothing may be written there
+    for too_deep in (data / "MNIST" / "raw", data / "MNIST"):
+        with pytest.raises(DataError) as error:
+            load_mnist(too_deep, 200, torch.device("cpu"))
+        assert str(error.value).endswith(f"point --data-dir / $LTH_DATA_DIR at {data}")
+        assert not (too_deep / "MNIST").exists() and not (too_deep / "raw" / "MNIST").exists()
+
+
 def test_a_download_puts_the_four_files_in_the_data_folder_and_nothing_else(tmp_path, monkeypatch):
     real = Path(os.environ["LTH_DATA_DIR"]) / "MNIST" / "raw"
 
@@ -593,20 +603,18 @@ def test_an_mnist_file_that_is_a_folder_is_named_as_a_folder_not_as_missing(tmp_
     assert "\n" not in message
 
 
-def test_ctrl_c_as_the_run_says_it_finished_still_ends_it_with_exit_0(command, tmp_path, monkeypatch):
-    real_print, printed = print, []
+def test_ctrl_c_as_the_run_prints_its_report_still_ends_it_with_exit_0(command, tmp_path, monkeypatch):
+    real_print, exported = print, tmp_path / "run" / "ticket_level_01.pt"
 
-    def interrupted_after_the_export(*args, **kwargs):  # Ctrl-C on the first line printed after the export
-        real_print(*args, **kwargs)
-        printed.append(str(args[0]) if args else "")
-        if any(line.startswith("exported the level-") for line in printed[:-1]):
+    def interrupted_once_every_file_is_written(*args, **kwargs):  # the report is printed after its files
+        if exported.exists():
             raise KeyboardInterrupt
+        real_print(*args, **kwargs)
 
-    monkeypatch.setattr("builtins.print", interrupted_after_the_export)
+    monkeypatch.setattr("builtins.print", interrupted_once_every_file_is_written)
     code, error = command(tmp_path / "run")
-    assert printed[-2].startswith("exported the level-")
     assert code == 0 and "interrupted" not in error, error
-    assert (tmp_path / "run" / "ticket_level_01.pt").exists()
+    assert (tmp_path / "run" / "inference.csv").exists()
 
 
 CTRL_C_AT_SHUTDOWN = """
