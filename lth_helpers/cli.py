@@ -150,6 +150,8 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
             f"ticket + {controls or 'no controls'}, on {device}; run folder {out}"
         )
         with RunFolder.open(out, cfg, args.overwrite) as run:  # held from the first read to the last file written
+            if run.levels_done:
+                print(f"{run.levels_done} of {_count(cfg.rounds + 1, 'level')} already finished in {out}: kept")
             results = run_levels(cfg, run, data, progress=not args.no_progress)
             report = write_report(run, results, data.test_x, cfg.rounds)
         finished = True
