@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from .config import Config, show_value
 from .plotting import on_log_axis, percent_axis
-from .runs import RunFolder, RunFolderError, WriteError, write_atomic
+from .runs import PROGRESS, RESULTS, RunFolder, RunFolderError, WriteError, write_atomic
 
 LEGEND_CHARACTERS = 150  # characters of legend text a row of the figure's width holds
 
@@ -59,6 +59,11 @@ def _read_run(path: Path) -> tuple[Config, pd.DataFrame]:
     if cfg is None:
         raise CompareError(f"{path} is not a run folder (it has no config.json)")
     results = RunFolder(path).results()
+    if not len(results) and (path / RESULTS).exists() and not (path / PROGRESS).exists():
+        raise CompareError(
+            f"{path} holds a {RESULTS} but no {PROGRESS}: a copy of a run's tables (as in docs/results), not a run "
+            f"folder; read its {RESULTS} with pandas, or compare the run folder it came from"
+        )
     if not len(results):
         raise CompareError(f"{path} has no finished level yet; wait for its first level or leave it out")
     return cfg, results

@@ -128,3 +128,9 @@ def test_finished_runs_are_the_complete_runs_of_one_architecture(runs, tmp_path)
     damaged = make_run(tmp_path / "damaged", rounds=2)
     (damaged / "results.csv").write_text((damaged / "results.csv").read_text()[:-40])
     assert finished_runs(tmp_path, make_config("smoke", fc1_width=40, fc2_width=20)) == []  # damaged: not finished
+
+
+def test_a_copy_of_a_runs_tables_is_named_as_a_copy_not_as_a_run_still_training(runs):
+    docs_copy = Path(__file__).resolve().parents[1] / "docs" / "results" / "seed"  # config.json and results.csv alone
+    with pytest.raises(CompareError, match="a copy of a run's tables"):
+        compare_runs([runs[0], docs_copy])
