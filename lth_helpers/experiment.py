@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .config import TRAIN_METRICS, Config, ConfigError, check_memory, mask_conditions
 from .data import MNISTSplits
-from .model import INPUT_SIZE, LAYERS, N_CLASSES, Params, concat, init_params, layer_shapes, select
+from .model import INPUT_SIZE, LAYERS, N_CLASSES, Params, concat, init_params, layer_shapes, select, to_device
 from .pruning import (
     Masks,
     build_model,
@@ -162,10 +162,10 @@ def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[st
 
 def prune_ticket(cfg: Config, trained: Params, masks: Masks, device: torch.device) -> Masks:
     """One round of magnitude pruning of the trained tickets: the masks of the next level."""
-    model = build_model(_to(trained, device), _to(masks, device))
+    model = build_model(to_device(trained, device), to_device(masks, device))
     rates = {"fc1": cfg.prune_rate, "fc2": cfg.prune_rate, "fc3": cfg.prune_rate_output}
     new = prune_by_magnitude(model, rates, cfg.prune_rate if cfg.global_pruning else None)
-    return _to(new, "cpu")
+    return to_device(new, "cpu")
 
 
 def _train_level(
@@ -175,7 +175,7 @@ def _train_level(
     reads generalization from training against test accuracy)."""
     device = data.train_x.device
     model = build_model(
-        _to(concat([n.params for n in networks]), device), _to(concat([n.masks for n in networks]), device)
+        to_device(concat([n.params for n in networks]), device), to_device(concat([n.masks for n in networks]), device)
     )
     try:
         result = train_networks(
@@ -198,10 +198,6 @@ def _train_level(
             f"iteration {error.iteration}; {kept}; a lower learning_rate may help"
         ) from None
     return result, training_split_metrics(model, data)
-
-
-def _to(stack: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in stack.items()}
 
 
 # ---------------------------------------------------------------------------------------------

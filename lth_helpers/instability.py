@@ -42,7 +42,7 @@ from .config import CONDITIONS, Config, ConfigError, resolve_device
 from .data import DataError, MNISTSplits, data_dir, load_mnist
 from .experiment import ExperimentError, check_data, derive_seed, level_networks
 from .flags import add_data_flags
-from .model import Params, StackedMLP, concat, layer_shapes, select
+from .model import Params, StackedMLP, concat, layer_shapes, select, to_device
 from .plotting import STYLE, curve_levels
 from .pruning import Masks, build_model, full_masks
 from .report import format_percent, mean_std
@@ -217,7 +217,7 @@ def replay_dense(cfg: Config, theta_0: Params, data: MNISTSplits, iterations: in
     the same batch orders, in a stack of the same size (so rounded the same way)."""
     device = data.train_x.device
     model = build_model(
-        _to(theta_0, device), full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width), device)
+        to_device(theta_0, device), full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width), device)
     )
     result = train_networks(
         model,
@@ -230,7 +230,7 @@ def replay_dense(cfg: Config, theta_0: Params, data: MNISTSplits, iterations: in
         desc=f"level 0 to iteration {iterations}",
         progress=progress,
     )
-    return _to(result.params, "cpu")
+    return to_device(result.params, "cpu")
 
 
 def copy_seed(cfg: Config, pair: Pair, copy: int) -> int:
@@ -246,7 +246,7 @@ def train_copies(cfg: Config, pairs: list[Pair], data: MNISTSplits, progress: bo
     masks = concat([pair.masks for pair in pairs for _ in range(2)])
     try:
         result = train_networks(
-            build_model(_to(starts, device), _to(masks, device)),
+            build_model(to_device(starts, device), to_device(masks, device)),
             data,
             iterations=cfg.iterations,
             batch_size=cfg.batch_size,
@@ -263,7 +263,7 @@ def train_copies(cfg: Config, pairs: list[Pair], data: MNISTSplits, progress: bo
             f"{pair.condition}, trial {pair.trial}, copy {error.network % 2}, iteration {error.iteration}; "
             f"nothing was written"
         ) from None
-    return _to(result.params, "cpu")
+    return to_device(result.params, "cpu")
 
 
 def path_table(pairs: list[Pair], ends: Params, data: MNISTSplits, points: int) -> pd.DataFrame:
@@ -304,10 +304,6 @@ def path_model(first: Params, second: Params, masks: Masks, alphas: torch.Tensor
                 point = point * masks[key.split(".")[0]][:, None]
             value.copy_(point.reshape(value.shape))
     return model
-
-
-def _to(stack: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in stack.items()}
 
 
 # ---------------------------------------------------------------------------------------------

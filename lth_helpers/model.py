@@ -107,3 +107,8 @@ def concat(stacks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 def select(stack: dict[str, torch.Tensor], index: list[int]) -> dict[str, torch.Tensor]:
     """The sub-stack of networks `index` (of params or masks)."""
     return {key: value[index] for key, value in stack.items()}
+
+
+def to_device(stack: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The stack (of params or masks) on `device`."""
+    return {key: value.to(device) for key, value in stack.items()}
