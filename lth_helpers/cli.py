@@ -50,7 +50,7 @@ from .config import (
 )
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_levels
-from .flags import add_run_flags, config_overrides, folder
+from .flags import add_run_flags, config_overrides, fail, folder, one_line
 from .inference import first_network, inference_table, smallest_form
 from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
 from .report import (
@@ -138,7 +138,7 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         out = Path(args.out or Path("runs") / cfg.run_name())
         RunFolder.check(out, cfg, args.overwrite)  # before the data are loaded: a folder refused is bad input
     except (DamagedFileError, OSError) as error:  # not bad input: a file to restore, a permission to fix
-        return _fail(parser, error)
+        return fail(parser, error)
     except (ConfigError, RunFolderError) as error:
         parser.error(str(error))
     finished = False  # every file written: a Ctrl-C after that cuts short only the last lines printed
@@ -159,30 +159,19 @@ def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> in
         print(f"results.csv, curves.csv, inference.csv, figures, masks and tickets are in {out}")
     except BrokenPipeError as error:  # the reader stopped reading (`| head`): say no more, on a stdout that is gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0 if finished else _fail(parser, error)
+        return 0 if finished else fail(parser, error)
     except (DataError, ExperimentError, RunFolderError, OSError) as error:  # OSError: unwritable folder
-        return _fail(parser, error)
+        return fail(parser, error)
     except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises a RuntimeError
         if not isinstance(error, (MemoryError, torch.OutOfMemoryError)) and "can't allocate" not in str(error):
             raise
-        return _fail(parser, f"out of memory ({_one_line(error)}); finished levels are kept in {out}")
+        return fail(parser, f"out of memory ({one_line(error)}); finished levels are kept in {out}")
     except KeyboardInterrupt:
         if finished:
             return 0
         print(f"\ninterrupted: finished levels are kept in {out}; the same command resumes", file=sys.stderr)
         return 130
     return 0
-
-
-def _fail(parser: argparse.ArgumentParser, error: Exception | str) -> int:
-    print(f"{parser.prog}: error: {_one_line(error)}", file=sys.stderr)
-    return 1
-
-
-def _one_line(error: Exception | str) -> str:
-    if isinstance(error, OSError) and error.filename is not None:  # the path, what went wrong, what to do
-        return f"cannot use {error.filename}: {error.strerror or error}; fix its permissions, or choose another path"
-    return " ".join(str(error).split())
 
 
 def write_report(run: RunFolder, results: pd.DataFrame, test_x: torch.Tensor, last_level: int) -> list[str]:

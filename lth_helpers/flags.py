@@ -5,12 +5,14 @@
     field_type(field)("0.2")  # 0.2: how the flag of a field reads its text
 
 The subcommands that train, `run` and `sweep`, share these flags; a sweep's `--grid` values are read as they read them.
+Every subcommand ends an error that is not bad input with `fail(parser, error)`: one line, exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
 from .config import DEVICES, PRESETS, Config, make_config, show_value
@@ -80,3 +82,17 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         for f in dataclasses.fields(Config)
         if f.name != "preset" and getattr(args, f.name) is not None
     }
+
+
+def fail(parser: argparse.ArgumentParser, error: Exception | str) -> int:
+    """Print `error` as the subcommand's one-line error and return exit status 1 (a damaged file, a folder in use, a
+    permission to fix: not bad input, which argparse's parser.error ends with 2)."""
+    print(f"{parser.prog}: error: {one_line(error)}", file=sys.stderr)
+    return 1
+
+
+def one_line(error: Exception | str) -> str:
+    """`error` in one line; an OS error as the path, what went wrong and what to do."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"cannot use {error.filename}: {error.strerror or error}; fix its permissions, or choose another path"
+    return " ".join(str(error).split())

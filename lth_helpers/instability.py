@@ -41,7 +41,7 @@ from matplotlib.figure import Figure
 from .config import CONDITIONS, Config, ConfigError, resolve_device
 from .data import DataError, MNISTSplits, data_dir, load_mnist
 from .experiment import ExperimentError, check_data, derive_seed, level_networks
-from .flags import add_data_flags
+from .flags import add_data_flags, fail
 from .model import Params, StackedMLP, concat, layer_shapes, select, to_device
 from .plotting import STYLE, curve_levels
 from .pruning import Masks, build_model, full_masks
@@ -487,7 +487,7 @@ def instability_command(args: argparse.Namespace, parser: argparse.ArgumentParse
         cfg = finished_config(run_dir)
         wanted_pairs(cfg, args.levels, args.rewind_iterations, args.points, RunFolder(run_dir).results())
     except DamagedFileError as error:
-        return _fail(parser, error)
+        return fail(parser, error)
     except (ConfigError, InstabilityError) as error:
         parser.error(str(error))
     try:
@@ -501,7 +501,7 @@ def instability_command(args: argparse.Namespace, parser: argparse.ArgumentParse
             progress=not args.no_progress,
         )
     except (DataError, ExperimentError, RunFolderError, OSError) as error:
-        return _fail(parser, error)
+        return fail(parser, error)
     except KeyboardInterrupt:
         print("\ninterrupted: nothing was written; the same command starts the analysis again", file=sys.stderr)
         return 130
@@ -510,8 +510,3 @@ def instability_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     print("\n".join(instability_conclusions(paths)))
     print(f"{TABLE} and {FIGURE} are in {run_dir}")
     return 0
-
-
-def _fail(parser: argparse.ArgumentParser, error: Exception) -> int:
-    print(f"{parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
-    return 1

@@ -60,7 +60,7 @@ from .config import (
 from .data import DataError, MNISTSplits, load_mnist
 from .data import data_dir as data_dir_of
 from .experiment import ExperimentError, run_experiment
-from .flags import add_run_flags, config_overrides, field_type
+from .flags import add_run_flags, config_overrides, fail, field_type
 from .flags import folder as folder_flag
 from .report import format_percent
 from .runs import DamagedFileError, RunFolder, RunFolderError, lock_folder, read_checked, write_atomic
@@ -858,7 +858,7 @@ def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         sweep.check()
         states = sweep.states()
     except DamagedFileError as error:
-        return _fail(parser, error)
+        return fail(parser, error)
     except (ConfigError, SweepError) as error:
         parser.error(str(error))
     print(f"{args.out}: {len(sweep.points)} points ({' x '.join(sweep.grid)}) of the {args.preset} preset")
@@ -871,7 +871,7 @@ def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         print(f"\ninterrupted: finished levels are kept in {args.out}; the same command resumes", file=sys.stderr)
         return 130
     except (DataError, RunFolderError, SweepError, OSError) as error:
-        return _fail(parser, error)
+        return fail(parser, error)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(sweep_overview(table).to_string(index=False))
     failed = table.drop_duplicates("run").query("state == 'failed'")
@@ -896,8 +896,3 @@ def _print_states(sweep: Sweep, states: pd.DataFrame) -> None:
     print(_shown(shown, list(sweep.grid)).drop(columns=["levels", "failure"]).to_string(index=False))
     for row in states[states.state == "failed"].itertuples():
         print(f"{row.run} failed: {row.failure}")
-
-
-def _fail(parser: argparse.ArgumentParser, error: Exception) -> int:
-    print(f"{parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
-    return 1
