@@ -25,14 +25,14 @@ def quiet_interrupts() -> None:
             previous(kind, error, traceback)
             return
         sys.stdout.flush()
-        sys.stderr.write("\ninterrupted while starting; nothing was written\n")
-        sys.stderr.flush()
-        os._exit(INTERRUPTED)  # sys.exit cannot end the process from inside the hook
+        _exit_at_once()
 
     sys.excepthook = hook
 
 
-def _exit_at_once(signum: int, frame: object) -> None:
+def _exit_at_once(*signal_handler_args: object) -> None:
+    """Say so in one line and end the process with 130, from a signal handler or the excepthook alike (sys.exit could
+    end neither: it raises, and from the signal handler that is the exception that cannot unwind through C++)."""
     sys.stderr.write("\ninterrupted while starting; nothing was written\n")
     sys.stderr.flush()
     os._exit(INTERRUPTED)
