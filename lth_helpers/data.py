@@ -172,11 +172,15 @@ class BatchSampler:
         self._epoch, self._permutations = -1, torch.empty(0)
 
     def indices(self, iteration: int) -> torch.Tensor:
-        """(n_networks, batch_size) example indices for `iteration`; iterations must be asked for in order."""
+        """(n_networks, batch_size) example indices for `iteration`; iterations must be asked for in order, and may
+        start anywhere: the batches of iteration k are the same whether or not iterations 0 to k-1 were asked for."""
         epoch, step = divmod(iteration, self.steps_per_epoch)
+        if epoch < self._epoch:
+            raise ValueError(f"BatchSampler walks forward only (asked for epoch {epoch} after epoch {self._epoch})")
         if epoch != self._epoch:
-            if epoch != self._epoch + 1:
-                raise ValueError(f"BatchSampler walks forward one epoch at a time (asked for epoch {epoch})")
+            for _ in range(self._epoch + 1, epoch):  # epochs skipped (training from iteration k): drawn, not used
+                for g in self.generators:
+                    torch.randperm(self.n_examples, generator=g)
             perms = torch.stack([torch.randperm(self.n_examples, generator=g) for g in self.generators])
             if self.device.type == "cuda":  # pinned: the copy is asynchronous, the host does not wait for the GPU
                 perms = perms.pin_memory()

@@ -67,7 +67,7 @@ StepFactory = Callable[[StackedMLP, MNISTSplits, float], TrainingStep]  # (model
 class TrainResult:
     params: Params  # the trained weights (weight_orig x mask) and biases, a stack
     snapshot: Params | None  # the weights after `snapshot_iteration` iterations, if asked for
-    iterations: list[int]  # the iterations at which the metrics were taken (0 = before training)
+    iterations: list[int]  # the iterations at which the metrics were taken (the first: before training)
     metrics: dict[str, torch.Tensor]  # METRICS name -> (len(iterations), n_networks); accuracies in %
     seconds: float  # wall-clock time of the whole call, evaluations included
 
@@ -82,11 +82,13 @@ def train_networks(
     eval_every: int,
     batch_seeds: list[int],
     snapshot_iteration: int | None = None,
+    start_iteration: int = 0,
     step: StepFactory = FastStep,
     desc: str = "train",
     progress: bool = True,
 ) -> TrainResult:
-    """Train every network of `model` for `iterations` Adam steps; network i draws batches with batch_seeds[i].
+    """Train every network of `model` from iteration `start_iteration` to `iterations` (that many Adam steps less
+    `start_iteration`); network i draws batches with batch_seeds[i], those of iterations start_iteration onwards.
 
     Evaluates on validation and test before training, every `eval_every` iterations and at the end.
     Raises DivergenceError at the first non-finite or exploded training loss. `step(model, data, learning_rate)`
@@ -96,18 +98,23 @@ def train_networks(
     device = data.train_x.device
     sampler = BatchSampler(batch_seeds, len(data.train_y), batch_size, device)
     train_step = step(model, data, learning_rate)
+    if not 0 <= start_iteration < iterations:
+        raise ValueError(f"start_iteration ({start_iteration}) must lie in [0, iterations ({iterations}))")
     window = torch.zeros(min(eval_every, iterations), model.n_networks, device=device)  # losses since the last eval
-    checkpoints = sorted({0, *range(eval_every, iterations, eval_every), iterations})
+    # Evaluations at the start, every eval_every iterations counted from 0 (the dense network's), and at the end.
+    after = range(eval_every * (start_iteration // eval_every + 1), iterations, eval_every)
+    checkpoints = sorted({start_iteration, *after, iterations})
     snapshot, start = None, time.perf_counter()
     evaluator = Evaluator.validation_and_test(data, model.n_networks)
     history = [evaluator.metrics(model)]
-    with train_step, tqdm(total=iterations, desc=desc, leave=False, disable=not progress) as bar:
+    total = iterations - start_iteration
+    with train_step, tqdm(total=total, desc=desc, leave=False, disable=not progress) as bar:
         for begin, end in zip(checkpoints, checkpoints[1:]):
             for it in range(begin, end):
                 window[it - begin] = train_step(sampler.indices(it))
                 if it + 1 == snapshot_iteration:
                     snapshot = current_params(model)
-            if begin == 0:  # window[0]: each network's loss before its first step
+            if begin == start_iteration:  # window[0]: each network's loss before its first step
                 limit = DIVERGENCE_FACTOR * window[0].clamp(min=math.log(10))
             _check_finite(window[: end - begin], begin, limit)
             history.append(evaluator.metrics(model))

@@ -221,6 +221,28 @@ def test_snapshot_holds_the_weights_after_k_iterations(tiny_data):
         torch.testing.assert_close(result.snapshot[key], short.params[key])
 
 
+def test_training_from_iteration_k_continues_the_batches_of_a_run_from_zero_and_evaluates_on_its_grid(tiny_data):
+    """Late rewinding trains from k to T: the steps after a snapshot at k, started from it, are those of the
+    uninterrupted run (same batches, same Adam steps up to the fresh optimizer state), and the evaluations fall on
+    the same iterations."""
+    params = init_params([0], 300, 100, "glorot_normal")
+    common = dict(batch_size=32, learning_rate=2e-3, eval_every=10, batch_seeds=[0], progress=False)
+    walked = BatchSampler([0], n_examples=len(tiny_data.train_y), batch_size=32)
+    jumped = BatchSampler([0], n_examples=len(tiny_data.train_y), batch_size=32)
+    steps = walked.steps_per_epoch
+    assert torch.equal(torch.cat([walked.indices(i) for i in range(2 * steps + 3)])[-1:], jumped.indices(2 * steps + 2))
+    whole = train_networks(build_model(params, full_masks(1, SHAPES)), tiny_data, iterations=25, **common)
+    late = train_networks(
+        build_model(params, full_masks(1, SHAPES)), tiny_data, iterations=25, start_iteration=7, **common
+    )
+    assert whole.iterations == [0, 10, 20, 25] and late.iterations == [7, 10, 20, 25]
+    assert late.metrics["test_accuracy"].shape == (4, 1)
+    with pytest.raises(ValueError, match="start_iteration"):
+        train_networks(
+            build_model(params, full_masks(1, SHAPES)), tiny_data, iterations=25, start_iteration=25, **common
+        )
+
+
 def test_a_non_finite_loss_stops_training_and_names_network_and_iteration(tiny_data):
     params = concat([init_params([0], 300, 100, "glorot_normal"), init_params([1], 300, 100, "glorot_normal")])
     params["fc3.bias"][1, 0] = float("inf")
