@@ -23,20 +23,12 @@ from typing import Any
 
 import torch
 
+from .conditions import ConditionError, check_controls, help_text, label
 from .model import INPUT_SIZE, N_CLASSES, layer_shapes
 
-# The baselines that can be trained beside the ticket, and how tables and figures call them.
-CONTROLS = {
-    "reinit": "random reinit",  # the ticket's masks on a fresh initialization
-    "random_prune": "random pruning",  # random masks with the ticket's per-layer counts, on theta_0
-    "one_shot": "one-shot pruning",  # the trained dense network pruned once to the ticket's per-layer counts, theta_0
-}
-CONDITIONS = {"ticket": "winning ticket", **CONTROLS}  # what a network of a level is: the ticket, or a control
-MASK_CONDITIONS = (
-    "ticket",
-    "random_prune",
-    "one_shot",
-)  # the conditions with masks of their own (reinit: the ticket's)
+# How tables and figures call the conditions that every run folder made before MASK:START names could hold.
+CONTROLS = {name: label(name) for name in ("reinit", "random_prune", "one_shot")}
+CONDITIONS = {"ticket": label("ticket"), **CONTROLS}
 METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")  # what an evaluation measures; accuracies in %
 TRAIN_METRICS = ("train_accuracy", "train_loss")  # taken once, at the end of training, on the whole training split
 INITS = ("glorot_normal", "kaiming_uniform")
@@ -45,6 +37,11 @@ MNIST_TRAIN_IMAGES = 60_000  # validation images are held out of these
 # The most Adam steps a network may take over a run, (rounds + 1) x iterations: about 100 times the paper's
 # 21 x 50,000. A budget beyond it (an exponent typed by mistake) would train for years; refused before anything starts.
 MAX_STEPS = 100_000_000
+
+
+# Fields added after run folders had been written: a config.json without one reads as its default, and the field
+# enters the hash only away from its default, so that a folder keeps its name and resumes.
+ADDED_FIELDS = ("saliency_batch_size",)
 
 
 class ConfigError(ValueError):
@@ -74,13 +71,18 @@ class Config:
     prune_rate_output: float = _f(0.1, "fraction of surviving fc3 weights pruned per round (layer-wise pruning only)")
     global_pruning: bool = _f(False, "rank all weights of a network together instead of layer by layer")
     rewind_iteration: int = _f(0, "rewind survivors to their weights after this many iterations (0 = initialization)")
-    controls: tuple[str, ...] = _f(("reinit",), f"baselines trained beside the ticket: {', '.join(CONTROLS)}")
+    controls: tuple[str, ...] = _f(("reinit",), help_text())
     trials: int = _f(5, "independent repetitions with different seeds")
     seed: int = _f(0, "base random seed (initialization, batch order, controls)")
+    saliency_batch_size: int = _f(100, "training images each trial's SNIP and GraSP scores are taken on (seeded)")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # the frozen dataclass's own values, normalized before they are checked
             object.__setattr__(self, f.name, _normalized(f.name, str(f.type), getattr(self, f.name)))
+        try:  # one name per condition (ticket:reinit is reinit): one hash, one run folder
+            object.__setattr__(self, "controls", check_controls(self.controls))
+        except ConditionError as error:
+            raise ConfigError(f"controls: {error}") from None
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -89,6 +91,7 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
         """The config `to_dict` gave: every field, each checked; a missing one is an error, not its default."""
+        values = {**{name: getattr(cls, name) for name in ADDED_FIELDS}, **values}
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in values]
         if missing:
             raise ConfigError(f"it lacks the field{'s' * (len(missing) > 1)} {', '.join(missing)}")
@@ -100,7 +103,11 @@ class Config:
 
     def short_hash(self) -> str:
         """Eight hex digits that change whenever a hyperparameter changes (the preset name excluded)."""
-        values = {k: v for k, v in self.to_dict().items() if k != "preset"}
+        values = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k != "preset" and not (k in ADDED_FIELDS and v == getattr(Config, k))
+        }
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]
 
     def run_name(self) -> str:
@@ -157,12 +164,6 @@ def refuse_unused_choices(cfg: Config, chosen: Iterable[str]) -> None:
         )
 
 
-def mask_conditions(cfg: Config) -> tuple[str, ...]:
-    """The conditions whose masks a level's mask file holds for `cfg`: the ticket's and the random control's always,
-    the one-shot control's when `cfg` trains it."""
-    return tuple(c for c in MASK_CONDITIONS if c != "one_shot" or c in cfg.controls)
-
-
 def show_value(value: Any) -> str:
     """A config value as the command line writes it: a tuple of names comma-separated ("none" when empty)."""
     return ",".join(value) or "none" if isinstance(value, tuple) else str(value)
@@ -196,7 +197,16 @@ def _normalized(name: str, kind: str, value: Any) -> Any:
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError naming the first unusable value."""
-    for name in ("fc1_width", "fc2_width", "batch_size", "iterations", "eval_every", "val_size", "trials"):
+    for name in (
+        "fc1_width",
+        "fc2_width",
+        "batch_size",
+        "iterations",
+        "eval_every",
+        "val_size",
+        "trials",
+        "saliency_batch_size",
+    ):
         value = getattr(cfg, name)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -218,11 +228,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"learning_rate must be positive and finite, got {cfg.learning_rate!r}")
     if cfg.init not in INITS:
         raise ConfigError(f"unknown init {cfg.init!r}; choose one of: {', '.join(INITS)}")
-    for control in cfg.controls:
-        if control not in CONTROLS:
-            raise ConfigError(f"unknown control {control!r}; choose from: {', '.join(CONTROLS)}")
-    if len(set(cfg.controls)) != len(cfg.controls):
-        raise ConfigError(f"controls lists a condition twice: {','.join(cfg.controls)}")
+    if cfg.saliency_batch_size > MNIST_TRAIN_IMAGES - cfg.val_size:
+        raise ConfigError(
+            f"saliency_batch_size ({cfg.saliency_batch_size}) is more than the "
+            f"{MNIST_TRAIN_IMAGES - cfg.val_size:,} training images that val_size ({cfg.val_size}) leaves"
+        )
     if cfg.rewind_iteration >= cfg.iterations:
         raise ConfigError(f"rewind_iteration ({cfg.rewind_iteration}) must be below iterations ({cfg.iterations})")
     if cfg.val_size >= MNIST_TRAIN_IMAGES:

@@ -4,10 +4,10 @@
 
 For each trial: initialize theta_0 (1). At every level: train the ticket m * theta_0 (2), prune the
 smallest surviving weights to get the next mask m (3), and rewind the survivors to theta_0 (4) for
-the next level. The controls of each level start from the same masks (`reinit`: a fresh
-initialization) or the same sparsity (`random_prune`: random masks, theta_0; `one_shot`: the trained
-dense network pruned once, straight to that sparsity, theta_0). All networks of a level
-(trials x conditions) train together as one stacked model.
+the next level. The controls of each level (conditions.py) keep the ticket's sparsity with masks of
+their own rule (random, one-shot, SNIP, ...) and start from values of their own rule (theta_0, a fresh
+draw, a signed constant, the trained weights, ...). All networks of a level (trials x conditions)
+train together as one stacked model.
 
 Every level is saved in the run folder (runs.py) as soon as it is finished, so a rerun continues
 after the last finished level. `run_experiment` opens the folder for the whole run; a caller that holds it open
@@ -24,19 +24,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .config import TRAIN_METRICS, Config, ConfigError, check_memory, mask_conditions
+from .conditions import MASK_RULES, START_RULES, MaskInputs, StartInputs, mask_rules, parse, start_iteration
+from .config import TRAIN_METRICS, Config, ConfigError, check_memory
 from .data import MNISTSplits
 from .model import INPUT_SIZE, LAYERS, N_CLASSES, Params, concat, init_params, layer_shapes, select, to_device
-from .pruning import (
-    Masks,
-    build_model,
-    count_remaining,
-    full_masks,
-    one_shot_masks,
-    prune_by_magnitude,
-    random_masks_like,
-)
-from .runs import DENSE, INIT, REWIND, RunFolder, masks_file, ticket_file
+from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_magnitude
+from .runs import DENSE, INIT, REWIND, RunFolder, masks_file, ticket_file, trained_file
 from .training import DIVERGED, DivergenceError, TrainResult, train_networks, training_split_metrics
 
 
@@ -45,10 +38,10 @@ class ExperimentError(RuntimeError):
 
 
 @dataclass
-class TrainingSpec:
+class Network:
     """What one network of a level trains from: its starting weights and mask, and the order of its batches."""
 
-    condition: str  # "ticket" or a control
+    condition: str  # "ticket" or a control (conditions.py)
     trial: int
     params: Params  # a stack of one: where training starts
     masks: Masks  # a stack of one
@@ -112,7 +105,6 @@ def check_data(cfg: Config, data: MNISTSplits) -> None:
 def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = True) -> pd.DataFrame:
     """The algorithm, from the first level that `run`, a folder opened for `cfg`, has not finished to the last;
     returns results.csv as a DataFrame."""
-    device = data.train_x.device
     theta_0 = run.cached(
         INIT,
         lambda: init_params(
@@ -121,42 +113,95 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
     )
     if not run.exists(masks_file(0)):
         dense = full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width))
-        run.save_masks(0, dict.fromkeys(mask_conditions(cfg), dense))
+        run.save_masks(0, dict.fromkeys(mask_rules(cfg), dense))
     first, n_levels = run.levels_done, cfg.rounds + 1  # a resumed run starts after the levels already done
     for level in tqdm(range(first, n_levels), desc="levels", total=n_levels, initial=first, disable=not progress):
         masks = run.load_masks(level)
         rewind_point = run.load(REWIND) if level and cfg.rewind_iteration else theta_0
-        networks = level_networks(cfg, level, rewind_point, masks)
+        trained = _cut_from(cfg, run, level)
+        networks = level_networks(cfg, level, rewind_point, masks, trained)
         result, train_metrics = _train_level(cfg, level, networks, data, progress)
-        ticket = [i for i, net in enumerate(networks) if net.condition == "ticket"]
-        run.save(ticket_file(level), select(result.params, ticket[:1]))  # trial 0, for export
+        ticket = select(result.params, [i for i, net in enumerate(networks) if net.condition == "ticket"])
+        run.save(ticket_file(level), select(ticket, [0]))  # trial 0, for export
         if level == 0:
-            run.save(DENSE, select(result.params, ticket))  # every trial's trained dense network
+            run.save(DENSE, ticket)  # every trial's trained dense network
         if level == 0 and cfg.rewind_iteration:
-            run.save(REWIND, select(result.snapshot, ticket))
+            run.save(REWIND, select(result.snapshot, list(range(cfg.trials))))
+        if level < cfg.rounds and _fine_tunes(cfg):
+            run.save(trained_file(level), ticket)  # what the next level's fine-tuned networks start from
         if level < cfg.rounds:
-            next_ticket = prune_ticket(cfg, select(result.params, ticket), masks["ticket"], device)
-            generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "random_prune", level + 1))
-            next_random = random_masks_like(next_ticket, masks["random_prune"], generator)
-            next_masks = {"ticket": next_ticket, "random_prune": next_random}
-            if "one_shot" in cfg.controls:  # from level 0's trained weights alone, whatever the levels between did
-                next_masks["one_shot"] = one_shot_masks(run.load(DENSE), next_ticket)
-            run.save_masks(level + 1, next_masks)
+            run.save_masks(level + 1, next_masks(cfg, level + 1, masks, ticket, theta_0, run.load(DENSE), data))
         run.finish_level(level, level_rows(level, networks, result, train_metrics), curve_rows(level, networks, result))
     return run.results()
 
 
-def level_networks(cfg: Config, level: int, rewind_point: Params, masks: dict[str, Masks]) -> list[TrainingSpec]:
-    """The ticket of every trial, then (after level 0) each control of every trial."""
+def next_masks(
+    cfg: Config, level: int, masks: dict[str, Masks], trained: Params, theta_0: Params, dense: Params, data: MNISTSplits
+) -> dict[str, Masks]:
+    """The masks of `level`: the trained tickets pruned by magnitude (step 3), then each other mask rule's masks at
+    the ticket's new sparsity."""
+    ticket = prune_ticket(cfg, trained, masks["ticket"], data.train_x.device)
+    new = {"ticket": ticket}
+    for name in mask_rules(cfg)[1:]:
+        inputs = MaskInputs(
+            cfg=cfg,
+            ticket=ticket,
+            previous=masks[name],
+            init=theta_0,
+            dense=dense,
+            saliency_batch=lambda trial: saliency_batch(cfg, data, trial),
+            generator=torch.Generator().manual_seed(derive_seed(cfg.seed, name, level)),
+        )
+        new[name] = MASK_RULES[name].make(inputs)
+    return new
+
+
+def saliency_batch(cfg: Config, data: MNISTSplits, trial: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images a trial's SNIP and GraSP scores are taken on: `cfg.saliency_batch_size` of them, chosen by
+    a seed of their own, the same at every level."""
+    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, "saliency_batch", trial))
+    index = torch.randperm(len(data.train_y), generator=generator)[: cfg.saliency_batch_size].to(data.train_x.device)
+    return data.train_x[index].cpu(), data.train_y[index].cpu()
+
+
+def _fine_tunes(cfg: Config) -> bool:
+    return any(parse(c).start == "fine_tune" for c in cfg.controls)
+
+
+def _cut_from(cfg: Config, run: RunFolder, level: int) -> dict[str, Params] | None:
+    """The trained weights that the level's masks were cut from, for fine-tuning: the previous level's trained
+    tickets (`ticket`) and the trained dense networks (`dense`); None where no condition fine-tunes."""
+    if not level or not _fine_tunes(cfg):
+        return None
+    return {"ticket": run.load(trained_file(level - 1)), "dense": run.load(DENSE)}
+
+
+def level_networks(
+    cfg: Config,
+    level: int,
+    rewind_point: Params,
+    masks: dict[str, Masks],
+    trained: dict[str, Params] | None = None,
+) -> list[Network]:
+    """The ticket of every trial, then (after level 0) each control of every trial: its mask rule's mask, its start
+    rule's weights. `trained` (see _cut_from) is needed only where a control fine-tunes."""
     networks = []
     for condition in cfg.level_conditions(level):
+        rule = parse(condition)
         for trial in range(cfg.trials):
-            start = select(rewind_point, [trial])
-            if condition == "reinit":
-                seed = derive_seed(cfg.seed, "reinit", trial, level)
-                start = init_params([seed], cfg.fc1_width, cfg.fc2_width, cfg.init)
-            mask = select(masks.get(condition, masks["ticket"]), [trial])  # reinit: the ticket's mask
-            networks.append(TrainingSpec(condition, trial, start, mask, derive_seed(cfg.seed, "batches", trial, level)))
+            mask = select(masks[rule.mask], [trial])
+            cut_from = None
+            if trained is not None:
+                cut_from = select(trained["dense" if MASK_RULES[rule.mask].cut_from_dense else "ticket"], [trial])
+            start = StartInputs(
+                cfg=cfg,
+                rewind_point=select(rewind_point, [trial]),
+                mask=mask,
+                trained=cut_from,
+                seed=derive_seed(cfg.seed, rule.start, trial, level),
+            )
+            params = START_RULES[rule.start].make(start)
+            networks.append(Network(condition, trial, params, mask, derive_seed(cfg.seed, "batches", trial, level)))
     return networks
 
 
@@ -169,7 +214,7 @@ def prune_ticket(cfg: Config, trained: Params, masks: Masks, device: torch.devic
 
 
 def _train_level(
-    cfg: Config, level: int, networks: list[TrainingSpec], data: MNISTSplits, progress: bool
+    cfg: Config, level: int, networks: list[Network], data: MNISTSplits, progress: bool
 ) -> tuple[TrainResult, dict[str, torch.Tensor]]:
     """Train the level's networks in one stack; also returns their TRAIN_METRICS at the end of training (the paper
     reads generalization from training against test accuracy)."""
@@ -187,6 +232,7 @@ def _train_level(
             eval_every=cfg.eval_every,
             batch_seeds=[n.batch_seed for n in networks],
             snapshot_iteration=cfg.rewind_iteration if level == 0 and cfg.rewind_iteration else None,
+            start_iteration=start_iteration(cfg, level),
             desc=f"level {level}",
             progress=progress,
         )
@@ -205,7 +251,7 @@ def _train_level(
 
 
 def level_rows(
-    level: int, networks: list[TrainingSpec], result: TrainResult, train_metrics: dict[str, torch.Tensor]
+    level: int, networks: list[Network], result: TrainResult, train_metrics: dict[str, torch.Tensor]
 ) -> list[dict]:
     """One results.csv row per network of the level (its columns: runs.TABLE_COLUMNS)."""
     total_weights = sum(m.numel() for m in networks[0].masks.values())
@@ -235,7 +281,7 @@ def level_rows(
     return rows
 
 
-def curve_rows(level: int, networks: list[TrainingSpec], result: TrainResult) -> list[dict]:
+def curve_rows(level: int, networks: list[Network], result: TrainResult) -> list[dict]:
     """One curves.csv row per network and evaluation point."""
     return [
         {

@@ -38,12 +38,13 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from . import conditions
 from .config import CONDITIONS, Config, ConfigError, resolve_device
 from .data import DataError, MNISTSplits, data_dir, load_mnist
 from .experiment import ExperimentError, check_data, derive_seed, level_networks
 from .flags import add_data_flags, fail
 from .model import Params, StackedMLP, concat, layer_shapes, select, to_device
-from .plotting import STYLE, curve_levels
+from .plotting import curve_levels
 from .pruning import Masks, build_model, full_masks
 from .report import format_percent, mean_std
 from .runs import INIT, REWIND, DamagedFileError, RunFolder, RunFolderError
@@ -397,7 +398,8 @@ def plot_instability(paths: pd.DataFrame) -> Figure:
         groups = at_level.groupby(["condition", "rewind_iteration"]).groups
         for condition, k in sorted(groups, key=lambda key: (list(CONDITIONS).index(key[0]), key[1])):
             path = at_level.loc[groups[condition, k]]
-            (color, marker), label = STYLE[condition], CONDITIONS[condition]
+            look, label = conditions.style(condition), conditions.label(condition)
+            color, marker = look["color"], look["marker"]
             if level == 0:
                 label = "dense" + (f", from iteration {k}" if len(dense_starts) > 1 else "")
                 color = None if len(dense_starts) > 1 else color
@@ -413,7 +415,9 @@ def plot_instability(paths: pd.DataFrame) -> Figure:
         summary = pair_instability(paths[paths.level == 0])
         stats = summary.groupby("rewind_iteration").instability.agg(["mean", "min", "max"])
         err = np.vstack([stats["mean"] - stats["min"], stats["max"] - stats["mean"]])
-        ax.errorbar(stats.index, stats["mean"], yerr=err, marker="o", capsize=3, color=STYLE["ticket"][0])
+        ax.errorbar(
+            stats.index, stats["mean"], yerr=err, marker="o", capsize=3, color=conditions.style("ticket")["color"]
+        )
         ax.axhline(STABLE_BELOW, color="grey", linestyle="--", linewidth=1, label=f"stable below {STABLE_BELOW:g}")
         ax.set_xscale("symlog", linthresh=max(1, min(k for k in dense_starts if k > 0)))
         ax.set_xticks(dense_starts, [str(k) for k in dense_starts])

@@ -20,16 +20,12 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .config import CONDITIONS, CONTROLS
+from . import conditions
 from .inference import BATCH_SIZES, FORMS
 from .model import INPUT_SIZE, LAYERS, Params
 from .pruning import Masks
 from .report import format_percent, nearest_level, percent_by_level
 
-# Each condition's colour and marker, in the order of config.CONDITIONS (a condition added there needs one here).
-STYLE = dict(
-    zip(CONDITIONS, (("tab:blue", "o"), ("tab:orange", "s"), ("tab:green", "^"), ("tab:red", "D")), strict=True)
-)
 FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png", "generalization.png")
 TICKET_FIGURES = ("masks_input_pixels.png", "layer_sparsity.png", "accuracy_at_init.png", "initial_weights.png")
 LAYER_COLORS = dict(zip(LAYERS, ("tab:purple", "tab:red", "tab:brown")))
@@ -41,7 +37,7 @@ def _per_condition(results: pd.DataFrame, column: str) -> dict[str, pd.DataFrame
     """mean / min / max of `column` per level, for each condition, controls joined to the dense level."""
     dense = results[(results.condition == "ticket") & (results.level == 0)]
     out = {}
-    for condition in [c for c in STYLE if c in set(results.condition)]:
+    for condition in sorted(set(results.condition), key=conditions.order):  # the ticket first, then the controls
         rows = results[results.condition == condition]
         if condition != "ticket":
             rows = pd.concat([dense, rows])
@@ -74,9 +70,16 @@ def _against_weights(results: pd.DataFrame, column: str, ylabel: str, title: str
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for condition, stats in _per_condition(results, column).items():
-        (color, marker), label = STYLE[condition], CONDITIONS[condition]
         err = np.vstack([stats["mean"] - stats.low, stats.high - stats["mean"]])
-        ax.errorbar(stats.x, stats["mean"], yerr=err, label=label, color=color, marker=marker, markersize=4, capsize=3)
+        ax.errorbar(
+            stats.x,
+            stats["mean"],
+            yerr=err,
+            label=conditions.label(condition),
+            markersize=4,
+            capsize=3,
+            **conditions.style(condition),
+        )
     percent_axis(ax, results.percent_remaining)
     ax.set_ylabel(ylabel)
     n_trials = results.trial.nunique()
@@ -107,12 +110,12 @@ def plot_generalization(results: pd.DataFrame) -> Figure:
     train, test = _per_condition(results, "final_train_accuracy"), _per_condition(results, "final_test_accuracy")
     gaps = _per_condition(results.assign(gap=results.final_train_accuracy - results.final_test_accuracy), "gap")
     for condition, stats in test.items():
-        (color, marker), label = STYLE[condition], CONDITIONS[condition]
-        accuracy.plot(stats.x, stats["mean"], color=color, marker=marker, markersize=4, label=label)
-        accuracy.plot(train[condition].x, train[condition]["mean"], color=color, linestyle="--")
-        gap.plot(gaps[condition].x, gaps[condition]["mean"], color=color, marker=marker, markersize=4, label=label)
+        look = conditions.style(condition)
+        accuracy.plot(stats.x, stats["mean"], markersize=4, label=conditions.label(condition), **look)
+        accuracy.plot(train[condition].x, train[condition]["mean"], color=look["color"], linestyle=(0, (1, 1)))
+        gap.plot(gaps[condition].x, gaps[condition]["mean"], markersize=4, label=conditions.label(condition), **look)
     for ax, ylabel, title in (
-        (accuracy, "accuracy at the end of training (%)", "Training (dashed) and test (solid) accuracy"),
+        (accuracy, "accuracy at the end of training (%)", "Training (dotted) and test accuracy"),
         (gap, "training minus test accuracy (points)", "Generalization gap"),
     ):
         percent_axis(ax, results.percent_remaining, most=6)  # half the width of the paper's figures
@@ -141,7 +144,7 @@ def plot_curves(curves: pd.DataFrame, results: pd.DataFrame, condition: str = "t
         ax.plot(mean.index, mean.values, label=format_percent(percent[level]))
     ax.set_xlabel("training iteration")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Test accuracy during training: {CONDITIONS[condition]}, by % of weights remaining")
+    ax.set_title(f"Test accuracy during training: {conditions.label(condition)}, by % of weights remaining")
     trained = curves[(curves.condition == condition) & (curves.iteration > 0)].test_accuracy
     ax.set_ylim(max(trained.min() - 1, 0), min(trained.max() + 0.5, 100))
     ax.grid(alpha=0.3)
@@ -198,12 +201,12 @@ def plot_layer_sparsity(results: pd.DataFrame) -> Figure:
     ticket, control = rows[rows.condition == "ticket"], rows[rows.condition == "random_prune"]
     for name, marker, size in zip(LAYERS, ("o", "s", "^"), (8, 6, 4)):
         percent = 100 * ticket[f"{name}_remaining"] / dense[f"{name}_remaining"]
-        label = f"{name} ({dense[f'{name}_remaining']:,} weights)"
-        ax.plot(ticket.level, percent, color=LAYER_COLORS[name], marker=marker, markersize=size, label=label)
+        text = f"{name} ({dense[f'{name}_remaining']:,} weights)"
+        ax.plot(ticket.level, percent, color=LAYER_COLORS[name], marker=marker, markersize=size, label=text)
     for name in LAYERS if len(control) else ():
-        label = f"{CONTROLS['random_prune']} (same counts)" if name == LAYERS[0] else None
+        text = f"{conditions.label('random_prune')} (same counts)" if name == LAYERS[0] else None
         percent = 100 * control[f"{name}_remaining"] / dense[f"{name}_remaining"]
-        ax.plot(control.level, percent, color="black", marker="x", linestyle="", label=label)
+        ax.plot(control.level, percent, color="black", marker="x", linestyle="", label=text)
     ax.plot(ticket.level, ticket.percent_remaining, color="black", linestyle=":", label="all layers")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter("{x:g}")

@@ -43,7 +43,8 @@ from typing import Any, TypeVar
 import pandas as pd
 import torch
 
-from .config import CONDITIONS, METRICS, TRAIN_METRICS, Config, mask_conditions
+from .conditions import MASK_RULES, is_condition, mask_rules
+from .config import METRICS, TRAIN_METRICS, Config
 from .model import LAYERS, Params, layer_shapes
 from .pruning import Masks
 
@@ -61,7 +62,7 @@ REWIND = "rewind.pt"
 DENSE = "dense.pt"  # every trial's trained dense network (level 0's final weights): what the one-shot control prunes
 RESULTS = "results.csv"
 CURVES = "curves.csv"
-MASKS, TICKETS = "masks", "tickets"  # folders of level files: masks/level_NN.pt, tickets/level_NN.pt
+MASKS, TICKETS, TRAINED = "masks", "tickets", "trained"  # folders of level files: masks/level_NN.pt, ...
 INFERENCE_TABLE = "inference.csv"
 MANIFEST = "manifest.json"  # the files this tool wrote in the folder: what --overwrite removes
 LOCK_FILE = "run.lock"  # locked where the file system cannot lock the folder itself (NFS); empty, left in place
@@ -71,13 +72,18 @@ LEVEL_FILE = re.compile(r"level_\d\d+\.pt")
 
 
 def masks_file(level: int) -> str:
-    """Every network's masks at `level`, by condition (config.mask_conditions) and layer."""
+    """Every network's masks at `level`, by mask rule (conditions.mask_rules) and layer."""
     return f"{MASKS}/level_{level:02d}.pt"
 
 
 def ticket_file(level: int) -> str:
     """Trial 0's trained ticket at `level`: the weights the report's inference forms and export start from."""
     return f"{TICKETS}/level_{level:02d}.pt"
+
+
+def trained_file(level: int) -> str:
+    """Every trial's trained ticket at `level`, kept where a control fine-tunes: the next level starts from it."""
+    return f"{TRAINED}/level_{level:02d}.pt"
 
 
 def exported_ticket_file(level: int) -> str:
@@ -183,7 +189,7 @@ class RunFolder:
         try:
             if overwrite:
                 run.clear()
-            for name in (MASKS, TICKETS):
+            for name in (MASKS, TICKETS):  # trained/ is made when a run first writes there
                 (path / name).mkdir(exist_ok=True)
             if new:
                 run.write(CONFIG, lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n"))
@@ -197,7 +203,7 @@ class RunFolder:
         one being overwritten)."""
         _check_place(self.path)
         self._tool_files()  # refuses a link on the way to any file the tool reads, writes or removes
-        for name in (MASKS, TICKETS):
+        for name in (MASKS, TICKETS, TRAINED):
             folder = self._file(name)
             if folder.exists() and not folder.is_dir():
                 raise RunFolderError(
@@ -287,7 +293,7 @@ class RunFolder:
                 f"fix that, or choose another folder"
             ) from None
         self._manifest, self._last_masks = set(), None
-        for name in (MASKS, TICKETS):
+        for name in (MASKS, TICKETS, TRAINED):
             if (self.path / name).is_dir() and not any((self.path / name).iterdir()):
                 (self.path / name).rmdir()
         shutil.rmtree(side, ignore_errors=True)
@@ -310,7 +316,7 @@ class RunFolder:
     def _state_files(self) -> set[str]:
         """The files a run reads back, by their names: STATE_FILES and the level files in masks/ and tickets/."""
         names = set(STATE_FILES)
-        for folder in (MASKS, TICKETS):
+        for folder in (MASKS, TICKETS, TRAINED):
             if self._file(folder).is_dir():
                 names |= {f"{folder}/{p.name}" for p in (self.path / folder).iterdir() if LEVEL_FILE.fullmatch(p.name)}
         return names
@@ -356,6 +362,7 @@ class RunFolder:
             raise RunFolderError(f"{self.path} is not open for writing; open it with RunFolder.open(path, cfg)")
         try:
             self._record(name)
+            self._file(name).parent.mkdir(exist_ok=True)
             write_atomic(self._file(name), write)
         except WriteError as error:
             raise WriteError(
@@ -456,7 +463,8 @@ class RunFolder:
                 raise ValueError(f"{key} holds values other than 0 and 1")
             if not name.startswith(f"{MASKS}/") and not torch.isfinite(value).all():
                 raise ValueError(f"{key} holds NaN or infinite numbers, which no finished training leaves")
-            if inside is not None and key in inside[1] and (value > inside[1][key]).any():
+            nested = MASK_RULES[key.split(".")[0]].nested if key.split(".")[0] in MASK_RULES else True
+            if inside is not None and nested and key in inside[1] and (value > inside[1][key]).any():
                 raise ValueError(f"{key} keeps weights that level {inside[0]} pruned: masks only shrink")
         return tensors
 
@@ -468,7 +476,7 @@ class RunFolder:
         shapes = layer_shapes(cfg.fc1_width, cfg.fc2_width)
         folder = name.split("/")[0]
         if folder == MASKS:
-            return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in mask_conditions(cfg) for layer in LAYERS}
+            return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in mask_rules(cfg) for layer in LAYERS}
         n = 1 if folder == TICKETS else cfg.trials
         params = {}
         for layer in LAYERS:
@@ -476,7 +484,7 @@ class RunFolder:
         return params
 
     def load_masks(self, level: int) -> dict[str, Masks]:
-        """Every network's masks at `level`: condition (config.mask_conditions) -> layer -> (trials, out, in); checked
+        """Every network's masks at `level`: mask rule (conditions.mask_rules) -> layer -> (trials, out, in); checked
         to lie inside the level before's, which is read too unless it was the last level read (levels read in order,
         as a run and its report read them, are each read once)."""
         inside = self._last_masks if self._last_masks and self._last_masks[0] == level - 1 else None
@@ -560,8 +568,9 @@ def _check_table(name: str, table: pd.DataFrame) -> None:
         raise ValueError(f"its columns are not those of a run's {name}: {', '.join(map(str, table.columns))}")
     if not len(table):  # no rows, no values to check (pandas reads the columns of a header alone as text)
         return
-    if not set(table["condition"]) <= set(CONDITIONS):
-        raise ValueError(f"its condition column holds other things than {', '.join(CONDITIONS)}")
+    strange = [c for c in dict.fromkeys(table["condition"]) if not is_condition(c)]
+    if strange:
+        raise ValueError(f"its condition column holds {strange[0]!r}, which names no condition")
     for column in ("level", "trial", "iteration", "weights_remaining", "early_stop_iteration"):
         if column in table and not pd.api.types.is_integer_dtype(table[column]):
             raise ValueError(f"its {column} column holds other things than whole numbers")
