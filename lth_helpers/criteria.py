@@ -16,6 +16,7 @@ Every function treats each network of the stack on its own and computes on its i
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 
 import torch
@@ -240,5 +241,4 @@ def synflow_masks(
     init: Params, target: Masks, global_ranking: bool, iterations: int = 100, invert: bool = False
 ) -> Masks:
     """SynFlow's final masks (see `synflow_iterations`): per network, `target`'s counts, chosen without data."""
-    *_, last = synflow_iterations(init, target, global_ranking, iterations, invert)
-    return last
+    return deque(synflow_iterations(init, target, global_ranking, iterations, invert), maxlen=1)[0]  # last alone
