@@ -99,6 +99,19 @@ def init_params(seeds: list[int], fc1_width: int, fc2_width: int, scheme: str) -
     return concat(per_network)
 
 
+def init_std(scheme: str, fan_in: int, fan_out: int) -> float:
+    """The standard deviation of a layer's initial weights under `scheme` (see `init_params`).
+
+    glorot_normal: sqrt(2 / (fan_in + fan_out)). kaiming_uniform: U(-b, b) with b = 1/sqrt(fan_in) has std b/sqrt(3).
+    The signed-constant start (Zhou et al. 2019) sets every kept weight to plus or minus this value.
+    """
+    if scheme == "glorot_normal":
+        return math.sqrt(2.0 / (fan_in + fan_out))
+    if scheme == "kaiming_uniform":
+        return 1 / math.sqrt(fan_in) / math.sqrt(3)
+    raise ValueError(f"unknown init scheme {scheme!r}")
+
+
 def concat(stacks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Join stacks (of params or masks) into one, networks in order."""
     return {key: torch.cat([s[key] for s in stacks]) for key in stacks[0]}
