@@ -133,7 +133,8 @@ def large_final_same_sign(init: Params, final: Params) -> Scores:
 
 def _logits(weights: dict[str, torch.Tensor], biases: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """The stack's logits, (n, 10, batch), for one input batch x (batch, 784) shared by all networks."""
-    h = x.to(weights[LAYERS[0]].dtype).T
+    first = weights[LAYERS[0]]
+    h = x.to(device=first.device, dtype=first.dtype).T
     for name in LAYERS:
         h = stacked_linear(weights[name], biases[name], h)
         if name != LAYERS[-1]:
@@ -186,7 +187,7 @@ def grasp_scores(init: Params, x: torch.Tensor, y: torch.Tensor, temperature: fl
 
 def synflow_scores(init: Params, masks: Masks) -> Scores:
     """SynFlow's synaptic saliency, Tanaka, Kunin, Yamins & Ganguli (NeurIPS 2020), "Pruning neural networks without
-    any data by iteratively conserving synaptic flow", Equation 2 and Algorithm 1: |theta * dR/dtheta|, with
+    any data by iteratively conserving synaptic flow", Algorithm 1: |theta * dR/dtheta|, with
     R = 1^T (prod_l |theta_l|) 1 the summed output of the masked network made linear: every parameter replaced by its
     absolute value, the input a vector of ones (1, 784). With all values positive, ReLU changes nothing.
 
