@@ -146,11 +146,29 @@ _BASE_MASK_RULES = {
     ),
 }
 INVERTED = "_inverted"  # the suffix of a scored rule's inverted form: snip_inverted keeps SNIP's lowest scores
+SHUFFLED = "_shuffled"  # the suffix of a rule's shuffled form: snip_shuffled is SNIP's mask permuted in each layer
+_FRANKLE_2021 = "Frankle, Dziugaite, Roy & Carbin (ICLR 2021), Section 5"
+
+
+def _shuffled(rule: MaskRule) -> Callable[[MaskInputs], Masks]:
+    return lambda i: criteria.shuffle_masks(rule.make(i), i.generator)
+
+
+# Frankle et al. (2021)'s ablations of a scored rule, which ask whether it chose weights or only layer densities:
+# the inverted form keeps the lowest scores; the shuffled form permutes its mask within each layer (random pruning
+# at the rule's own per-layer densities; `shuffle` is the ticket's).
 MASK_RULES: dict[str, MaskRule] = {
     **_BASE_MASK_RULES,
-    **{  # Frankle, Dziugaite, Roy & Carbin (ICLR 2021), Section 5: does a method's choice of weights matter?
+    **{
         f"{name}{INVERTED}": MaskRule(
-            f"{rule.label}, inverted", rule.color, rule.cite, rule.make_inverted, rule.nested, rule.cut_from_dense
+            f"{rule.label}, inverted", rule.color, _FRANKLE_2021, rule.make_inverted, rule.nested, rule.cut_from_dense
+        )
+        for name, rule in _BASE_MASK_RULES.items()
+        if rule.make_inverted
+    },
+    **{
+        f"{name}{SHUFFLED}": MaskRule(
+            f"{rule.label}, shuffled", rule.color, _FRANKLE_2021, _shuffled(rule), False, rule.cut_from_dense
         )
         for name, rule in _BASE_MASK_RULES.items()
         if rule.make_inverted
@@ -263,6 +281,9 @@ def style(name: str) -> dict[str, Any]:
     kwargs = dict(color=MASK_RULES[condition.mask].color, marker=start.marker, linestyle=start.linestyle)
     if condition.mask.endswith(INVERTED):
         kwargs["markerfacecolor"] = "none"
+    if condition.mask.endswith(SHUFFLED):
+        kwargs["markerfacecolor"] = "white"
+        kwargs["markeredgecolor"] = "black"
     return kwargs
 
 
