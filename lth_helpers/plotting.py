@@ -378,6 +378,8 @@ def plot_condition_grid(results: pd.DataFrame, percent: float, curves: pd.DataFr
     not trained; the winning ticket is the cell (winning ticket, rewound), outlined. With `curves`, a second grid
     beside it: the accuracy before training."""
     pruned = results[results.level > 0]
+    if pruned.empty:
+        raise ValueError("the condition grid compares the conditions of a pruned level; these results have none")
     level = nearest_level(percent_by_level(pruned), percent)
     grids = {"at early stopping": condition_grid(results, level)}
     if curves is not None:

@@ -268,6 +268,8 @@ def test_the_condition_grid_holds_the_mean_of_each_mask_on_each_start_and_blanks
     assert "25.0% of weights remaining" in fig.texts[0].get_text()
     before = plot_condition_grid(results, 30.0, curves).axes[1].get_images()[0].get_array()
     assert before[0, 0] == pytest.approx(70.5) and before[2, 3] == pytest.approx(74.5)  # SNIP, signed constant: c=4
+    with pytest.raises(ValueError, match="pruned level"):
+        plot_condition_grid(results[results.level == 0], 30.0)
 
 
 def test_run_figures_add_the_supermasks_and_the_grid_only_where_the_run_has_their_conditions(run_dir):
