@@ -28,8 +28,10 @@ from .instability import (
 )
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
 from .plotting import (
+    before_training,
     plot_accuracy_at_init,
     plot_accuracy_vs_weights,
+    plot_condition_grid,
     plot_curves,
     plot_early_stop_vs_weights,
     plot_generalization,
@@ -37,6 +39,7 @@ from .plotting import (
     plot_initial_weights,
     plot_input_pixels,
     plot_layer_sparsity,
+    plot_supermasks,
     run_figures,
 )
 from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_
@@ -58,7 +61,10 @@ __all__ = [
     "accuracy_at_init_conclusions",
     "compare_runs",
     "finished_runs",
+    "before_training",
     "plot_accuracy_at_init",
+    "plot_condition_grid",
+    "plot_supermasks",
     "plot_comparison",
     "plot_initial_weights",
     "plot_input_pixels",

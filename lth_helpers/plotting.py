@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from . import conditions
 from .inference import BATCH_SIZES, FORMS
@@ -28,6 +29,10 @@ from .report import format_percent, nearest_level, percent_by_level
 
 FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png", "generalization.png")
 TICKET_FIGURES = ("masks_input_pixels.png", "layer_sparsity.png", "accuracy_at_init.png", "initial_weights.png")
+# Drawn only where a run trained the conditions they compare (run_figures says when).
+SUPERMASK_FIGURE, GRID_FIGURE = "supermasks.png", "condition_grid.png"
+CONDITION_FIGURES = (SUPERMASK_FIGURE, GRID_FIGURE)
+GRID_PERCENT = 7.0  # the condition grid's level: the nearest pruned level to it
 LAYER_COLORS = dict(zip(LAYERS, ("tab:purple", "tab:red", "tab:brown")))
 INFERENCE_FIGURE = "inference_latency.png"
 CURVE_PERCENTS = (100, 51.3, 21.1, 7.0, 3.6, 1.9)  # the levels the paper's Figure 3 draws
@@ -220,15 +225,27 @@ def plot_layer_sparsity(results: pd.DataFrame) -> Figure:
     return fig
 
 
+def before_training(curves: pd.DataFrame) -> pd.DataFrame:
+    """Each network's first evaluation in `curves` (curves.csv): its accuracy before training. That is iteration 0,
+    except at the pruned levels of a run with late rewinding, which train from iteration k on."""
+    first = curves.groupby(["level", "condition", "trial"]).iteration.transform("min")
+    return curves[curves.iteration == first]
+
+
+def _before_training_with_percent(curves: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    return before_training(curves).merge(
+        results[["level", "condition", "trial", "percent_remaining"]], on=["level", "condition", "trial"]
+    )
+
+
 def plot_accuracy_at_init(curves: pd.DataFrame, results: pd.DataFrame) -> Figure:
-    """Test accuracy before any training at each level (iteration 0 of curves.csv): the ticket and each control.
+    """Test accuracy before any training at each level (each network's first evaluation in curves.csv): the ticket
+    and each control.
 
     A ticket's mask on its initial weights already scores far above chance (Zhou et al. 2019, "supermasks");
     the controls' do not.
     """
-    at_init = curves[curves.iteration == 0].merge(
-        results[["level", "condition", "trial", "percent_remaining"]], on=["level", "condition", "trial"]
-    )
+    at_init = _before_training_with_percent(curves, results)
     fig = _against_weights(
         at_init, "test_accuracy", "test accuracy before training (%)", "Accuracy at initialization, before training"
     )
@@ -271,12 +288,128 @@ def plot_initial_weights(
     return fig
 
 
+SIGNED_CONSTANT = "signed_constant"
+
+
+def _supermask_panels(names: Iterable[str]) -> dict[str, list[str]]:
+    """The conditions of each panel of the supermask figure, in conditions.order: every mask rule on the rewound
+    start (and reinit, the ticket's mask on a fresh draw), and every mask rule on the signed constant start."""
+    names = sorted(set(names), key=conditions.order)
+    return {
+        "on the rewound weights": [n for n in names if ":" not in n],
+        "on a signed constant": [n for n in names if conditions.parse(n).start == SIGNED_CONSTANT],
+    }
+
+
+def plot_supermasks(curves: pd.DataFrame, results: pd.DataFrame) -> Figure:
+    """Test accuracy before any training against weights remaining, mean over trials: the masks alone ("supermasks",
+    Zhou, Lan, Liu & Yosinski, NeurIPS 2019, Section 5). Left, each mask rule on the rewound weights (theta_0, or
+    theta_k with late rewinding), beside reinit; right, each mask rule on a signed constant (the sign of theta_0
+    times its layer's initialization std). A panel whose conditions the run did not train is left out."""
+    at_init = on_log_axis(_before_training_with_percent(curves, results))
+    panels = {title: names for title, names in _supermask_panels(at_init.condition).items() if names}
+    fig = Figure(figsize=(6 * len(panels), 4.5), layout="constrained")
+    for i, (title, names) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for name in names:
+            rows = at_init[at_init.condition == name]
+            mean = rows.groupby("level")[["percent_remaining", "test_accuracy"]].mean()
+            ax.plot(
+                mean.percent_remaining,
+                mean.test_accuracy,
+                markersize=4,
+                label=conditions.label(name),
+                **conditions.style(name),
+            )
+        ax.axhline(10, color="grey", linestyle="--", linewidth=1, label="chance (10%)")
+        percent_axis(ax, at_init.percent_remaining, most=10 // len(panels))
+        ax.set_ylabel("test accuracy before training (%)")
+        ax.set_title(f"Masks {title}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    n_trials = at_init.trial.nunique()
+    fig.suptitle("Supermasks: accuracy before any training" + (f" (mean of {n_trials} trials)" if n_trials > 1 else ""))
+    return fig
+
+
+def _pruned_rules(results: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The mask rules and the start rules of the conditions trained at pruned levels, in the registry's order."""
+    pairs = {conditions.parse(name) for name in set(results.condition[results.level > 0])}
+    masks = [m for m in conditions.MASK_RULES if any(p.mask == m for p in pairs)]
+    return masks, [s for s in conditions.START_RULES if any(p.start == s for p in pairs)]
+
+
+def condition_grid(results: pd.DataFrame, level: int, column: str = "early_stop_test_accuracy") -> pd.DataFrame:
+    """Mask rules (rows) by start rules (columns) at `level`: the mean of `column` over trials of each condition,
+    NaN where that pair was not trained."""
+    rows = results[results.level == level]
+    means = rows.groupby("condition")[column].mean()
+    masks, starts = _pruned_rules(results)
+    grid = pd.DataFrame(np.nan, index=masks, columns=starts)
+    for name, value in means.items():
+        pair = conditions.parse(name)
+        grid.loc[pair.mask, pair.start] = value
+    return grid
+
+
+def _heatmap(ax: Axes, grid: pd.DataFrame, title: str) -> None:
+    """`grid` as a heatmap annotated with its values; blank cells where it holds NaN; the ticket's cell outlined."""
+    values = np.ma.masked_invalid(grid.to_numpy(dtype=float))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+    image = ax.imshow(values, cmap=cmap, aspect="auto")
+    low, high = image.get_clim()
+    for (r, c), value in np.ndenumerate(grid.to_numpy(dtype=float)):
+        if not np.isnan(value):
+            dark = high == low or (value - low) / (high - low) < 0.6  # white text on viridis' dark end
+            ax.text(c, r, f"{value:.1f}", ha="center", va="center", color="white" if dark else "black")
+    ax.set_xticks(range(len(grid.columns)), [conditions.START_RULES[s].label for s in grid.columns])
+    ax.set_yticks(range(len(grid.index)), [conditions.MASK_RULES[m].label for m in grid.index])
+    ax.tick_params(axis="x", labelrotation=30)
+    if "ticket" in grid.index and conditions.DEFAULT_START in grid.columns:
+        r, c = grid.index.get_loc("ticket"), grid.columns.get_loc(conditions.DEFAULT_START)
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    ax.set_xlabel("start rule (the values the kept weights start from)")
+    ax.set_title(title)
+
+
+def plot_condition_grid(results: pd.DataFrame, percent: float, curves: pd.DataFrame | None = None) -> Figure:
+    """What makes a ticket: at the pruned level nearest `percent` of weights remaining, the mean test accuracy at
+    early stopping of every mask rule (rows) on every start rule (columns) the run trained, blank where a pair was
+    not trained; the winning ticket is the cell (winning ticket, rewound), outlined. With `curves`, a second grid
+    beside it: the accuracy before training."""
+    pruned = results[results.level > 0]
+    if pruned.empty:
+        raise ValueError("the condition grid compares the conditions of a pruned level; these results have none")
+    level = nearest_level(percent_by_level(pruned), percent)
+    grids = {"at early stopping": condition_grid(results, level)}
+    if curves is not None:
+        at_init = before_training(curves).rename(columns={"test_accuracy": "before_training"})
+        grids["before training"] = condition_grid(
+            results.merge(at_init[["level", "condition", "trial", "before_training"]]), level, "before_training"
+        )
+    masks, starts = _pruned_rules(results)
+    fig = Figure(figsize=(len(grids) * (2.5 + 1.2 * len(starts)), 1.5 + 0.45 * len(masks)), layout="constrained")
+    for i, (title, grid) in enumerate(grids.items()):
+        ax = fig.add_subplot(1, len(grids), i + 1)
+        _heatmap(ax, grid, f"test accuracy {title} (%)")
+        if i:
+            ax.set_yticks([])
+    n_trials = results.trial.nunique()
+    fig.suptitle(
+        f"What makes a ticket: each mask rule on each start, at {format_percent(percent_by_level(pruned)[level])} of "
+        f"weights remaining (level {level}" + (f", mean of {n_trials} trials)" if n_trials > 1 else ")")
+    )
+    return fig
+
+
 def run_figures(
     results: pd.DataFrame, curves: pd.DataFrame, theta_0: Params, ticket_masks: Mapping[int, Masks]
 ) -> dict[str, Figure]:
     """The figures of a run, by the file names a run folder gives them (RunFolder.save_figures writes them): the
     paper's four and the four of what the ticket keeps, from the run's tables, its initial weights and its ticket
-    masks by level."""
+    masks by level; and those of CONDITION_FIGURES that the run's conditions call for: the supermasks where a
+    condition other than the ticket and reinit was trained, the condition grid where the pruned levels hold two
+    mask rules and two start rules or more."""
     figures = (
         plot_accuracy_vs_weights(results),
         plot_early_stop_vs_weights(results),
@@ -287,7 +420,13 @@ def run_figures(
         plot_accuracy_at_init(curves, results),
         plot_initial_weights(theta_0, ticket_masks, results),
     )
-    return dict(zip(FIGURES + TICKET_FIGURES, figures, strict=True))
+    named = dict(zip(FIGURES + TICKET_FIGURES, figures, strict=True))
+    if set(results.condition) - {"ticket", "reinit"}:
+        named[SUPERMASK_FIGURE] = plot_supermasks(curves, results)
+    masks, starts = _pruned_rules(results)
+    if len(masks) >= 2 and len(starts) >= 2:
+        named[GRID_FIGURE] = plot_condition_grid(results, GRID_PERCENT, curves)
+    return named
 
 
 def plot_inference(table: pd.DataFrame) -> Figure:

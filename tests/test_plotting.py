@@ -3,6 +3,7 @@ pictures of what a ticket keeps, each checked against the run folder it draws.""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Mapping
 
@@ -12,15 +13,20 @@ import pytest
 
 from lth_helpers import RunFolder
 from lth_helpers.plotting import (
+    CONDITION_FIGURES,
     FIGURES,
+    SUPERMASK_FIGURE,
     TICKET_FIGURES,
+    before_training,
     plot_accuracy_at_init,
     plot_accuracy_vs_weights,
+    plot_condition_grid,
     plot_generalization,
     plot_inference,
     plot_initial_weights,
     plot_input_pixels,
     plot_layer_sparsity,
+    plot_supermasks,
     run_figures,
 )
 from lth_helpers.report import accuracy_at_init_conclusions, format_percent
@@ -65,8 +71,10 @@ def save_figures(run_dir):
 def test_run_figures_are_the_papers_figures_and_what_the_ticket_keeps_written_into_the_run_folder(run_dir, tmp_path):
     paths = save_figures(run_dir)
     names = {path.name for path in paths}
-    assert names == set(FIGURES + TICKET_FIGURES) and len(names) == 8
+    assert names == set(FIGURES + TICKET_FIGURES + CONDITION_FIGURES) and len(names) == 10
     assert all(path.parent == run_dir and path.stat().st_size > 10_000 for path in paths)
+    listed = json.loads((run_dir / "manifest.json").read_text())["files"]
+    assert names <= set(listed)  # what --overwrite removes
 
 
 def test_input_pixels_show_each_pixels_surviving_fc1_connections_and_dead_pixels(run_dir, tmp_path):
@@ -116,11 +124,10 @@ def test_accuracy_at_init_plots_the_iteration_0_test_accuracy_of_every_condition
     ax = plot_accuracy_at_init(curves, results).axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
     at_init = curves[curves.iteration == 0].groupby(["condition", "level"]).test_accuracy.mean()
-    ticket = [line for line in ax.get_lines() if line.get_color() == "tab:blue"][0]
+    drawn = {container.get_label(): container.lines[0] for container in ax.containers}  # one errorbar a condition
     # errorbar keeps its data as objects, which np.allclose takes only from numpy 2 on
-    assert np.allclose(ticket.get_ydata().astype(float), at_init["ticket"].values)
-    reinit = [line for line in ax.get_lines() if line.get_color() == "tab:orange"][0]
-    assert np.allclose(reinit.get_ydata()[1:].astype(float), at_init["reinit"].values)
+    assert np.allclose(drawn["winning ticket"].get_ydata().astype(float), at_init["ticket"].values)
+    assert np.allclose(drawn["random reinit"].get_ydata()[1:].astype(float), at_init["reinit"].values)
     assert "chance (10%)" in lines
 
 
@@ -185,3 +192,93 @@ def test_the_one_shot_control_is_drawn_beside_the_others_where_a_run_has_it():
     assert list(line.get_ydata()) == [97.0, 97.3, 97.0]
     gap = plot_generalization(table).axes[1].get_lines()[2]  # one-shot's training minus test accuracy, per level
     np.testing.assert_allclose(gap.get_ydata(), [99.0 - 97.0, 99.1 - 97.1, 99.2 - 96.5])
+
+
+def conditions_tables(late: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """results.csv and curves.csv of a run of 3 levels, 2 trials and a few conditions, with late rewinding to `late`:
+    condition c of level l, trial t scores 50 + 10 l + t + c before training and 90 + l + t + c/10 at early stopping
+    (c: the condition's place in NAMES)."""
+    names = ("ticket", "reinit", "snip", "ticket:signed_constant", "snip:signed_constant", "random_prune:reshuffle")
+    results_rows, curve_rows = [], []
+    for level in range(3):
+        for c, name in enumerate(names if level else ("ticket",)):
+            for trial in range(2):
+                key = dict(level=level, condition=name, trial=trial)
+                results_rows.append(
+                    dict(key, percent_remaining=100 * 0.5**level, early_stop_test_accuracy=90 + level + trial + c / 10)
+                )
+                start = late if level else 0
+                for iteration, accuracy in ((start, 50 + 10 * level + trial + c), (start + 20, 99.0)):
+                    curve_rows.append(dict(key, iteration=iteration, test_accuracy=accuracy))
+    return pd.DataFrame(results_rows), pd.DataFrame(curve_rows)
+
+
+def test_before_training_is_each_networks_first_evaluation_iteration_k_at_pruned_levels_with_late_rewinding():
+    results, curves = conditions_tables(late=5)
+    first = before_training(curves)
+    assert len(first) == len(results)  # one row per network
+    assert set(first[first.level == 0].iteration) == {0} and set(first[first.level > 0].iteration) == {5}
+    assert (first.test_accuracy < 99).all()
+    ax = plot_accuracy_at_init(curves, results).axes[0]
+    ticket = next(container.lines[0] for container in ax.containers if container.get_label() == "winning ticket")
+    assert np.allclose(ticket.get_ydata().astype(float), [50.5, 60.5, 70.5])  # the pruned levels are drawn too
+
+
+def test_the_supermask_panels_hold_the_rewound_masks_and_the_signed_constant_masks():
+    results, curves = conditions_tables()
+    fig = plot_supermasks(curves, results)
+    legends = [[text.get_text() for text in ax.get_legend().get_texts()] for ax in fig.axes]
+    assert legends == [
+        ["winning ticket", "random reinit", "SNIP", "chance (10%)"],
+        ["winning ticket, signed constant", "SNIP, signed constant", "chance (10%)"],
+    ]
+    snip = next(line for line in fig.axes[1].get_lines() if line.get_label() == "SNIP, signed constant")
+    assert list(snip.get_xdata()) == [50, 25] and list(snip.get_ydata()) == [60 + 4.5, 70 + 4.5]  # mean of 2 trials
+    assert fig.axes[0].get_xscale() == "log"
+    no_signed = ~results.condition.str.endswith("signed_constant")
+    alone = plot_supermasks(curves[~curves.condition.str.endswith("signed_constant")], results[no_signed])
+    assert len(alone.axes) == 1  # no signed constant start: no right panel
+
+
+def test_the_condition_grid_holds_the_mean_of_each_mask_on_each_start_and_blanks_the_pairs_not_trained():
+    results, curves = conditions_tables()
+    fig = plot_condition_grid(results, 30.0)  # nearest: level 2, 25%
+    ax = fig.axes[0]
+    image = ax.get_images()[0].get_array()
+    rows = [label.get_text() for label in ax.get_yticklabels()]
+    columns = [label.get_text() for label in ax.get_xticklabels()]
+    assert rows == ["winning ticket", "random pruning", "SNIP"]
+    assert columns == ["rewound", "random reinit", "reshuffled", "signed constant"]
+    expected = {  # mean over trials 0 and 1 at level 2: 90 + 2 + 0.5 + c / 10
+        ("winning ticket", "rewound"): 92.5,
+        ("winning ticket", "random reinit"): 92.6,
+        ("SNIP", "rewound"): 92.7,
+        ("winning ticket", "signed constant"): 92.8,
+        ("SNIP", "signed constant"): 92.9,
+        ("random pruning", "reshuffled"): 93.0,
+    }
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            if (row, column) in expected:
+                assert image[r, c] == pytest.approx(expected[row, column])
+            else:
+                assert image.mask[r, c]  # not trained: blank
+    texts = {text.get_text() for text in ax.texts}
+    assert texts == {f"{value:.1f}" for value in expected.values()}
+    assert "25.0% of weights remaining" in fig.texts[0].get_text()
+    before = plot_condition_grid(results, 30.0, curves).axes[1].get_images()[0].get_array()
+    assert before[0, 0] == pytest.approx(70.5) and before[2, 3] == pytest.approx(74.5)  # SNIP, signed constant: c=4
+    with pytest.raises(ValueError, match="pruned level"):
+        plot_condition_grid(results[results.level == 0], 30.0)
+
+
+def test_run_figures_add_the_supermasks_and_the_grid_only_where_the_run_has_their_conditions(run_dir):
+    run = RunFolder(run_dir)  # the ticket, reinit and random pruning
+    results, curves, theta_0, ticket_masks = run.results(), run.curves(), run.load(INIT), run.ticket_masks()
+
+    def names(*kept: str) -> set[str]:
+        return set(run_figures(results[results.condition.isin(kept)], curves, theta_0, ticket_masks))
+
+    assert names("ticket", "reinit") == set(FIGURES + TICKET_FIGURES)
+    assert names("ticket", "random_prune") == set(FIGURES + TICKET_FIGURES + (SUPERMASK_FIGURE,))  # one start
+    assert names("ticket", "reinit", "random_prune") == set(FIGURES + TICKET_FIGURES + CONDITION_FIGURES)
