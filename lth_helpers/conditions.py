@@ -19,16 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from . import criteria, starts
 from .model import Params, init_params, select
 from .pruning import Masks, random_masks_like
-
-if TYPE_CHECKING:
-    from .config import Config
 
 
 class ConditionError(ValueError):
@@ -39,7 +36,7 @@ class ConditionError(ValueError):
 class MaskInputs:
     """What a mask rule may use to make the masks of one level (every trial at once)."""
 
-    cfg: Config
+    global_ranking: bool  # the config prunes globally: rules rank every layer together
     ticket: Masks  # the ticket's masks at this level: the sparsity every rule keeps
     previous: Masks  # this rule's own masks at the level before
     init: Params  # theta_0 of every trial
@@ -52,7 +49,7 @@ class MaskInputs:
 class StartInputs:
     """What a start rule may use to make one network's starting weights (a stack of one)."""
 
-    cfg: Config
+    init_scheme: str  # the config's initialization (a fresh draw, the signed constant's scale)
     rewind_point: Params  # theta_0, or theta_k with late rewinding: where the ticket starts
     mask: Masks  # the network's mask
     trained: Params | None  # the trained weights its mask was cut from (fine-tuning starts there)
@@ -79,7 +76,7 @@ def _scored(
     def top(invert: bool) -> Callable[[MaskInputs], Masks]:
         def make(i: MaskInputs) -> Masks:
             scores = score(i)
-            return criteria.keep_top(criteria.invert(scores) if invert else scores, i.ticket, i.cfg.global_pruning)
+            return criteria.keep_top(criteria.invert(scores) if invert else scores, i.ticket, i.global_ranking)
 
         return make
 
@@ -95,14 +92,14 @@ def _at_init(score: Callable[..., criteria.Scores]) -> Callable[[MaskInputs], cr
     """A pruning-at-initialization score (SNIP, GraSP) of theta_0, each trial on its own fixed batch of images."""
 
     def scores(i: MaskInputs) -> criteria.Scores:
-        per_trial = [score(select(i.init, [t]), *i.saliency_batch(t)) for t in range(i.cfg.trials)]
+        per_trial = [score(select(i.init, [t]), *i.saliency_batch(t)) for t in range(len(i.init["fc1.weight"]))]
         return {name: torch.cat([s[name] for s in per_trial]) for name in per_trial[0]}
 
     return scores
 
 
 def _synflow(invert: bool) -> Callable[[MaskInputs], Masks]:
-    return lambda i: criteria.synflow_masks(i.init, i.ticket, i.cfg.global_pruning, invert=invert)
+    return lambda i: criteria.synflow_masks(i.init, i.ticket, i.global_ranking, invert=invert)
 
 
 _ZHOU = "Zhou, Lan, Liu & Yosinski (NeurIPS 2019), Section 2"
@@ -186,7 +183,8 @@ class StartRule:
 
 
 def _reinit(s: StartInputs) -> Params:
-    return init_params([s.seed], s.cfg.fc1_width, s.cfg.fc2_width, s.cfg.init)
+    fc1_width, fc2_width = (s.rewind_point[f"{name}.weight"].shape[-1] for name in ("fc2", "fc3"))
+    return init_params([s.seed], fc1_width, fc2_width, s.init_scheme)
 
 
 def _fine_tune(s: StartInputs) -> Params:
@@ -202,7 +200,7 @@ START_RULES: dict[str, StartRule] = {
         "reshuffled", "v", ":", _ZHOU, lambda s: starts.reshuffle(s.rewind_point, s.mask, _generator(s.seed))
     ),
     "signed_constant": StartRule(
-        "signed constant", "P", "-.", _ZHOU, lambda s: starts.signed_constant(s.rewind_point, s.mask, s.cfg.init)
+        "signed constant", "P", "-.", _ZHOU, lambda s: starts.signed_constant(s.rewind_point, s.mask, s.init_scheme)
     ),
     "fine_tune": StartRule("fine-tuned", "X", (0, (5, 1)), "Renda, Frankle & Carbin (ICLR 2020)", _fine_tune),
 }
@@ -293,18 +291,18 @@ def order(name: str) -> tuple[int, int]:
     return list(MASK_RULES).index(condition.mask), list(START_RULES).index(condition.start)
 
 
-def mask_rules(cfg: Config) -> tuple[str, ...]:
-    """The mask rules whose masks a level's mask file holds for `cfg`: the ticket's and the random control's always
-    (as every run folder has held them), then those of the controls, in the order of MASK_RULES."""
-    used = {"ticket", "random_prune", *(parse(c).mask for c in cfg.controls)}
+def mask_rules(controls: tuple[str, ...]) -> tuple[str, ...]:
+    """The mask rules whose masks a level's mask file holds for a config with `controls`: the ticket's and the
+    random control's always (as every run folder has held them), then those of the controls, in MASK_RULES' order."""
+    used = {"ticket", "random_prune", *(parse(c).mask for c in controls)}
     return tuple(name for name in MASK_RULES if name in used)
 
 
-def start_iteration(cfg: Config, level: int) -> int:
+def start_iteration(rewind_iteration: int, level: int) -> int:
     """Where a level's training starts: level 0 trains from 0 to T; a pruned level, rewound to iteration k, trains
     from k to T (Frankle, Dziugaite, Roy & Carbin, ICML 2020; open_lth), every condition alike so that each trains
     the same number of steps."""
-    return cfg.rewind_iteration if level else 0
+    return rewind_iteration if level else 0
 
 
 def help_text() -> str:

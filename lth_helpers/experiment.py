@@ -113,7 +113,7 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
     )
     if not run.exists(masks_file(0)):
         dense = full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width))
-        run.save_masks(0, dict.fromkeys(mask_rules(cfg), dense))
+        run.save_masks(0, dict.fromkeys(mask_rules(cfg.controls), dense))
     first, n_levels = run.levels_done, cfg.rounds + 1  # a resumed run starts after the levels already done
     for level in tqdm(range(first, n_levels), desc="levels", total=n_levels, initial=first, disable=not progress):
         masks = run.load_masks(level)
@@ -142,9 +142,9 @@ def next_masks(
     the ticket's new sparsity."""
     ticket = prune_ticket(cfg, trained, masks["ticket"], data.train_x.device)
     new = {"ticket": ticket}
-    for name in mask_rules(cfg)[1:]:
+    for name in mask_rules(cfg.controls)[1:]:
         inputs = MaskInputs(
-            cfg=cfg,
+            global_ranking=cfg.global_pruning,
             ticket=ticket,
             previous=masks[name],
             init=theta_0,
@@ -194,7 +194,7 @@ def level_networks(
             if trained is not None:
                 cut_from = select(trained["dense" if MASK_RULES[rule.mask].cut_from_dense else "ticket"], [trial])
             start = StartInputs(
-                cfg=cfg,
+                init_scheme=cfg.init,
                 rewind_point=select(rewind_point, [trial]),
                 mask=mask,
                 trained=cut_from,
@@ -232,7 +232,7 @@ def _train_level(
             eval_every=cfg.eval_every,
             batch_seeds=[n.batch_seed for n in networks],
             snapshot_iteration=cfg.rewind_iteration if level == 0 and cfg.rewind_iteration else None,
-            start_iteration=start_iteration(cfg, level),
+            start_iteration=start_iteration(cfg.rewind_iteration, level),
             desc=f"level {level}",
             progress=progress,
         )

@@ -408,8 +408,8 @@ def run_figures(
     """The figures of a run, by the file names a run folder gives them (RunFolder.save_figures writes them): the
     paper's four and the four of what the ticket keeps, from the run's tables, its initial weights and its ticket
     masks by level; and those of CONDITION_FIGURES that the run's conditions call for: the supermasks where a
-    condition other than the ticket and reinit was trained, the condition grid where the pruned levels hold two
-    mask rules and two start rules or more."""
+    condition beyond Frankle & Carbin's controls (reinit, random_prune, one_shot, which accuracy_at_init.png shows)
+    was trained, the condition grid where the pruned levels hold two mask rules and two start rules or more."""
     figures = (
         plot_accuracy_vs_weights(results),
         plot_early_stop_vs_weights(results),
@@ -421,7 +421,7 @@ def run_figures(
         plot_initial_weights(theta_0, ticket_masks, results),
     )
     named = dict(zip(FIGURES + TICKET_FIGURES, figures, strict=True))
-    if set(results.condition) - {"ticket", "reinit"}:
+    if set(results.condition) - {"ticket", "reinit", "random_prune", "one_shot"}:
         named[SUPERMASK_FIGURE] = plot_supermasks(curves, results)
     masks, starts = _pruned_rules(results)
     if len(masks) >= 2 and len(starts) >= 2:

@@ -476,7 +476,7 @@ class RunFolder:
         shapes = layer_shapes(cfg.fc1_width, cfg.fc2_width)
         folder = name.split("/")[0]
         if folder == MASKS:
-            return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in mask_rules(cfg) for layer in LAYERS}
+            return {f"{c}.{layer}": (cfg.trials, *shapes[layer]) for c in mask_rules(cfg.controls) for layer in LAYERS}
         n = 1 if folder == TICKETS else cfg.trials
         params = {}
         for layer in LAYERS:

@@ -15,7 +15,7 @@ from lth_helpers import RunFolder
 from lth_helpers.plotting import (
     CONDITION_FIGURES,
     FIGURES,
-    SUPERMASK_FIGURE,
+    GRID_FIGURE,
     TICKET_FIGURES,
     before_training,
     plot_accuracy_at_init,
@@ -71,7 +71,7 @@ def save_figures(run_dir):
 def test_run_figures_are_the_papers_figures_and_what_the_ticket_keeps_written_into_the_run_folder(run_dir, tmp_path):
     paths = save_figures(run_dir)
     names = {path.name for path in paths}
-    assert names == set(FIGURES + TICKET_FIGURES + CONDITION_FIGURES) and len(names) == 10
+    assert names == set(FIGURES + TICKET_FIGURES + (GRID_FIGURE,)) and len(names) == 9
     assert all(path.parent == run_dir and path.stat().st_size > 10_000 for path in paths)
     listed = json.loads((run_dir / "manifest.json").read_text())["files"]
     assert names <= set(listed)  # what --overwrite removes
@@ -280,5 +280,9 @@ def test_run_figures_add_the_supermasks_and_the_grid_only_where_the_run_has_thei
         return set(run_figures(results[results.condition.isin(kept)], curves, theta_0, ticket_masks))
 
     assert names("ticket", "reinit") == set(FIGURES + TICKET_FIGURES)
-    assert names("ticket", "random_prune") == set(FIGURES + TICKET_FIGURES + (SUPERMASK_FIGURE,))  # one start
-    assert names("ticket", "reinit", "random_prune") == set(FIGURES + TICKET_FIGURES + CONDITION_FIGURES)
+    assert names("ticket", "random_prune") == set(FIGURES + TICKET_FIGURES)  # accuracy_at_init.png shows these
+    assert names("ticket", "reinit", "random_prune") == set(FIGURES + TICKET_FIGURES + (GRID_FIGURE,))
+    snip = results[results.condition == "random_prune"].assign(condition="snip")  # a rule of Zhou et al. or later
+    snip_curves = curves[curves.condition == "random_prune"].assign(condition="snip")
+    with_snip = run_figures(pd.concat([results, snip]), pd.concat([curves, snip_curves]), theta_0, ticket_masks)
+    assert set(with_snip) == set(FIGURES + TICKET_FIGURES + CONDITION_FIGURES)
