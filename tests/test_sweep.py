@@ -326,7 +326,7 @@ def test_a_grid_other_than_the_folders_is_refused_unless_overwrite_which_keeps_t
 def test_a_second_sweep_in_a_folder_in_use_is_refused(synthetic, tmp_path):
     out = tmp_path / "grid"
     out.mkdir()
-    with sweep._locked(out):
+    with sweep.plan_sweep(TINY_BASE, {"trials": [2]}, out).locked():
         with pytest.raises(sweep.SweepError, match="is in use by another sweep"):
             sweep.run_sweep(TINY_BASE, {"trials": [1]}, out, progress=False)
 
@@ -482,7 +482,7 @@ def test_the_slurm_executor_is_configured_from_the_flags_without_running_slurm(t
         *("--gpus-per-job 1 --cpus-per-job 4 --mem-gb 16 --jobs 2".split()),
     ]
     args = build_parser().parse_args(["sweep", *flags])
-    options = sweep.engine_from(args)
+    options = sweep.make_engine(args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in sweep.JOB_FLAGS})
     assert options.resolve_cluster() == "slurm"
     todo = sweep.plan_sweep(make_config("smoke"), sweep.parse_grid(args.grid), tmp_path / "grid").points
     jobs, chunks, cluster = sweep.submit_points(options, tmp_path / "grid", todo, tmp_path / "data", "auto")
