@@ -1,15 +1,12 @@
 """Sweeps: a grid of configs in one command, every point an ordinary run folder, resumable (docs/sweeps.md).
 
     python -m lth_helpers sweep --preset smoke --grid learning_rate=1e-3,2e-3 --out runs/grid
-    table = run_sweep(make_config("smoke"), {"learning_rate": [1e-3, 2e-3]}, "runs/grid")   # sweep.csv's table
-    plot_sweep(table)
+    table = run_sweep(make_config("smoke"), {"learning_rate": [1e-3, 2e-3]}, "runs/grid")  # sweep.csv's table
 
-A point is the base config with one value of each grid field, trained in the run folder a plain run of its config
-gets (PRESET-HASH) inside the sweep folder. The run folders are the sweep's state: a point stands where its folder
-says, checked as a run checks it. Beside them: sweep.json (base config and grid), failures.json (why each point that
-failed and has not finished since failed), sweep.csv and sweep.png, and submitit/ (the jobs' files); all of it read
-and written under the sweep's lock. The points run one after another in this process, or, with `JobOptions`, as
-submitit jobs (an optional extra): a Slurm job array, or the GPUs of this machine.
+Each point trains in the run folder a plain run of its config gets (PRESET-HASH), inside the sweep folder; those
+folders are the sweep's state, each checked as a run checks it. Beside them sweep.json (base config and grid),
+failures.json (why each point not done failed), sweep.csv, sweep.png and submitit/, read and written under the
+sweep's lock. The points run in this process, or with `JobOptions` as submitit jobs (Slurm, or this machine's GPUs).
 """
 
 from __future__ import annotations
@@ -61,6 +58,8 @@ SWEEP_FILE, FAILURES_FILE = "sweep.json", "failures.json"  # the base config and
 TABLE_FILE, FIGURE_FILE, JOBS_FOLDER = "sweep.csv", "sweep.png", "submitit"
 LOCK_FILE = "sweep.lock"  # locked where the file system cannot lock the sweep folder itself (NFS)
 LIST_SEPARATOR = "/"  # between the values of a grid field whose value is itself a list of names (controls)
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+KNOWN = ", ".join(sorted(set(FIELDS) - {"preset"}))  # the fields a grid may hold: a sweep starts from one preset
 INSTALL = "pip install 'submitit>=1.5' (in a clone of this repository: pip install '.[cluster]')"
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local executor kills a job after 2 minutes unless told otherwise
 
@@ -75,13 +74,13 @@ class SweepError(RunFolderError):
 
 @dataclass(frozen=True)
 class Point:
-    """One config of the grid: the base config with `values` (grid field -> value) on top; `name` is its folder."""
+    """One config of the grid: the base config with `values` (grid field -> value) on top."""
 
     values: dict[str, Any]
     cfg: Config
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # its run folder in the sweep folder: the name a plain run of its config gets
         return self.cfg.run_name()
 
     @property
@@ -92,19 +91,18 @@ class Point:
 def parse_grid(specs: Sequence[str]) -> dict[str, list]:
     """The `--grid FIELD=V1,V2,...` texts as {field: [values]}, each value parsed as the field's own flag parses it
     (a list-valued field such as controls separates its values with `/`). ConfigError for a spec it cannot read."""
-    fields = {f.name: f for f in dataclasses.fields(Config)}
     grid: dict[str, list] = {}
     for spec in specs:
         name, equals, text = spec.partition("=")
         name = name.strip().replace("-", "_")
         if not equals or not name:
             raise ConfigError(f"--grid takes FIELD=V1,V2,..., got {spec!r}")
-        if name not in fields:
-            raise ConfigError(f"--grid: unknown config field {name!r}; known fields: {_known_fields()}")
+        if name not in FIELDS:
+            raise ConfigError(f"--grid: unknown config field {name!r}; known fields: {KNOWN}")
         if name in grid:
             raise ConfigError(f"--grid names {name} twice; give all its values in one --grid {name}=V1,V2,...")
-        parse, grid[name] = field_type(fields[name]), []
-        separator = LIST_SEPARATOR if str(fields[name].type).startswith("tuple") else ","
+        parse, grid[name] = field_type(FIELDS[name]), []
+        separator = LIST_SEPARATOR if str(FIELDS[name].type).startswith("tuple") else ","
         for item in (item.strip() for item in text.split(separator)):
             if not item:
                 raise ConfigError(f"--grid {spec!r} has an empty value; write FIELD=V1{separator}V2...")
@@ -116,10 +114,6 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list]:
     return grid
 
 
-def _known_fields() -> str:
-    return ", ".join(sorted(f.name for f in dataclasses.fields(Config) if f.name != "preset"))
-
-
 def grid_points(base: Config, grid: Mapping[str, Sequence[Any]]) -> list[Point]:
     """Every combination of the grid's values on top of `base`, the first field varying slowest. ConfigError for an
     empty grid or field, an unknown field, the preset (a sweep starts from one), a value twice, an invalid point."""
@@ -128,8 +122,8 @@ def grid_points(base: Config, grid: Mapping[str, Sequence[Any]]) -> list[Point]:
     for name, values in grid.items():
         if name == "preset":
             raise ConfigError("preset cannot be a grid field: a sweep starts from one --preset; run one per preset")
-        if name not in _known_fields().split(", "):
-            raise ConfigError(f"unknown config field {name!r} in the grid; known fields: {_known_fields()}")
+        if name not in FIELDS:
+            raise ConfigError(f"unknown config field {name!r} in the grid; known fields: {KNOWN}")
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not len(values):
             raise ConfigError(f"the grid's {name} must be a list of one or more values, got {values!r}")
     points = []
@@ -147,10 +141,6 @@ def grid_points(base: Config, grid: Mapping[str, Sequence[Any]]) -> list[Point]:
         if names.count(point.name) > 1:
             raise ConfigError(f"the grid holds the point {point.label} twice; give each value once")
     return points
-
-
-# ---------------------------------------------------------------------------------------------
-# The sweep folder
 
 
 @dataclass
@@ -195,20 +185,19 @@ class Sweep:
             rows.append(_cells(point) | row)
         return pd.DataFrame(rows)
 
-    def _done(self, point: Point) -> bool:
-        return self.point_state(point)[0] == "done"
-
     def record_outcome(self, point: Point, reason: str | None) -> None:
-        """Keep in failures.json why `point` failed (`reason`), or that it has not (None)."""
-        self.failures.pop(point.name, None)
-        self.failures |= {point.name: reason} if reason is not None else {}
+        """Keep why `point` failed in failures.json (a point its folder says is done has not), and say how it ended."""
+        reason = None if self.point_state(point)[0] == "done" else reason
+        self.failures = {name: why for name, why in self.failures.items() if name != point.name}
+        self.failures |= {point.name: reason} if reason else {}
         _write_json(self.folder / FAILURES_FILE, self.failures)
+        _say(f"{point.name} ({point.label}): " + (f"failed: {reason}" if reason else "finished"))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the sweep folder (made if missing, removed if left empty), then check that its sweep.json records this
-        sweep (SweepConfigError, unless `overwrite`) and read failures.json, keeping the points that are not done.
-        A second sweep in the folder is refused (SweepError); the OS drops the lock however the process ends."""
+        sweep (SweepConfigError, unless `overwrite`) and read failures.json, of the points not done. Another sweep
+        holding the folder: SweepError. The OS drops the lock however the process ends."""
         made = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
@@ -216,10 +205,18 @@ class Sweep:
         except BlockingIOError:
             raise SweepError(f"{self.folder} is in use by another sweep; wait for it to finish or stop it") from None
         try:
-            self._check_record()
-            file = self.folder / FAILURES_FILE
-            saved = {} if self.overwrite or not file.exists() else read_checked(file, _parse_failures)
-            self.failures = {p.name: saved[p.name] for p in self.points if p.name in saved and not self._done(p)}
+            saved, record = _read_json(self.folder / SWEEP_FILE, _record_of), self.record()
+            if not self.overwrite and saved not in (None, record):
+                changed = [k for k, v in record["base"].items() if saved["base"].get(k) != v]
+                what = f"of another grid ({_grid_text(saved['grid'])})"
+                what = f"from another base config (differs in {', '.join(changed)})" if changed else what
+                raise SweepConfigError(
+                    f"{self.folder} holds a sweep {what}; "
+                    "choose another folder, or pass --overwrite to make this grid the folder's sweep (points of the "
+                    "same config are kept and not trained again)"
+                )
+            failures = {} if self.overwrite else _read_json(self.folder / FAILURES_FILE, _failures_of) or {}
+            self.failures = {p.name: failures[p.name] for p in self.points if p.name in failures and not self._done(p)}
             yield
         finally:
             if made:
@@ -228,19 +225,8 @@ class Sweep:
             if handle is not None:
                 os.close(handle)
 
-    def _check_record(self) -> None:
-        saved, record = read_record(self.folder), self.record()
-        if self.overwrite or saved in (None, record):
-            return
-        if saved["base"] != record["base"]:
-            changed = [k for k, v in record["base"].items() if saved["base"].get(k) != v]
-            what = f"from another base config (differs in {', '.join(changed)})"
-        else:
-            what = f"of another grid ({_grid_text(saved['grid'])})"
-        raise SweepConfigError(
-            f"{self.folder} holds a sweep {what}; choose another folder, or pass --overwrite to make this grid the "
-            f"folder's sweep (points of the same config are kept and not trained again)"
-        )
+    def _done(self, point: Point) -> bool:
+        return self.point_state(point)[0] == "done"
 
 
 def plan_sweep(base: Config, grid: Mapping[str, Sequence[Any]], folder: Path | str, overwrite: bool = False) -> Sweep:
@@ -255,28 +241,25 @@ def plan_sweep(base: Config, grid: Mapping[str, Sequence[Any]], folder: Path | s
     return Sweep(folder, base, values, points, overwrite)
 
 
-def read_record(folder: Path) -> dict[str, Any] | None:
-    """sweep.json of `folder` (None when there is none); DamagedFileError when it cannot be read."""
-    file = Path(folder) / SWEEP_FILE
-    return read_checked(file, _parse_record) if file.exists() else None
-
-
 def open_sweep(folder: Path | str) -> Sweep:
     """The sweep that `folder`'s sweep.json records; SweepConfigError when there is none."""
-    record = read_record(Path(folder))
+    record = _read_json(Path(folder) / SWEEP_FILE, _record_of)
     if record is None:
         raise SweepConfigError(f"{folder} holds no {SWEEP_FILE}: not a sweep folder")
     return plan_sweep(Config.from_dict(record["base"]), record["grid"], folder)
 
 
-def _parse_record(file: Path) -> dict[str, Any]:
-    record = json.loads(file.read_text())
-    plan_sweep(Config.from_dict(record["base"]), record["grid"], file.parent)  # a record that makes a valid sweep
+def _read_json(file: Path, check: Any) -> Any:
+    """`file`'s JSON, checked by `check` (None when there is no file); DamagedFileError when it cannot be read."""
+    return read_checked(file, lambda f: check(json.loads(f.read_text()), f.parent)) if file.exists() else None
+
+
+def _record_of(record: dict, folder: Path) -> dict[str, Any]:
+    plan_sweep(Config.from_dict(record["base"]), record["grid"], folder)  # a record that makes a valid sweep
     return {"base": record["base"], "grid": record["grid"]}
 
 
-def _parse_failures(file: Path) -> dict[str, str]:
-    failures = json.loads(file.read_text())
+def _failures_of(failures: dict, folder: Path) -> dict[str, str]:
     if not isinstance(failures, dict) or not all(isinstance(v, str) for v in failures.values()):
         raise ValueError("not a mapping of run folders to reasons")
     return failures
@@ -302,11 +285,10 @@ def _grid_text(grid: Mapping[str, Sequence[Any]]) -> str:
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """Whether `error` is running out of memory: MemoryError, torch's CUDA OutOfMemoryError, or the RuntimeError of
+    """Whether `error` is running out of memory: MemoryError, torch's OutOfMemoryError, or the RuntimeError of
     torch's CPU allocator ("can't allocate")."""
-    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or (
-        isinstance(error, RuntimeError) and "can't allocate" in str(error)
-    )
+    oom = isinstance(error, (MemoryError, torch.OutOfMemoryError))
+    return oom or (isinstance(error, RuntimeError) and "can't allocate" in str(error))
 
 
 def failure_reason(error: BaseException) -> str:
@@ -339,24 +321,27 @@ def run_points(
     return outcomes
 
 
-SLURM_PARAMETERS = {  # JobOptions' Slurm-only options (flag: --gpus-per-job, ...) -> submitit's AutoExecutor's names
-    "gpus_per_job": "gpus_per_node",
-    "cpus_per_job": "cpus_per_task",
-    "mem_gb": "mem_gb",
-    "slurm_partition": "slurm_partition",
-    "slurm_account": "slurm_account",
+JOB_FLAGS = {  # JobOptions' fields after `cluster`, each the flag of its name: type, help, submitit's parameter
+    "jobs": (int, "at most this many points at once (Slurm: array parallelism; local: the number of jobs)", None),
+    "timeout_min": (int, "each job's time limit in minutes (required on Slurm; local: 7 days)", None),
+    "gpus_per_job": (int, "Slurm: GPUs per job (--gpus-per-node)", "gpus_per_node"),
+    "cpus_per_job": (int, "Slurm: CPUs per job (--cpus-per-task)", "cpus_per_task"),
+    "mem_gb": (float, "Slurm: memory per job in GB (--mem)", "mem_gb"),
+    "slurm_partition": (str, "Slurm: the partition to submit to (--partition)", "slurm_partition"),
+    "slurm_account": (str, "Slurm: the account to charge (--account)", "slurm_account"),
 }
+SLURM_PARAMETERS = {option: parameter for option, (_, _, parameter) in JOB_FLAGS.items() if parameter}
 
 
 @dataclass(frozen=True)
 class JobOptions:
-    """The points as submitit jobs (docs/sweeps.md). Slurm: one job per point, a job array; local: `jobs` jobs on this
-    machine (default one per GPU), job k on GPU k modulo their number, training every `jobs`-th point; debug: the
-    jobs in this process. Each field is the flag of its name (`--gpus-per-job`)."""
+    """The points as submitit jobs through its AutoExecutor (docs/sweeps.md). Slurm: one job per point, a job array;
+    local: `jobs` jobs on this machine (default one per GPU), job k on GPU k modulo their number, training every
+    `jobs`-th point; debug: the jobs in this process; auto: Slurm where srun is found, else local."""
 
-    cluster: str = "auto"  # slurm, local, debug; auto: Slurm where srun is found, else local
-    jobs: int | None = None  # at most this many points at once
-    timeout_min: int | None = None  # each job's time limit (required on Slurm; local: 7 days)
+    cluster: str = "auto"
+    jobs: int | None = None
+    timeout_min: int | None = None
     gpus_per_job: int | None = None
     cpus_per_job: int | None = None
     mem_gb: float | None = None
@@ -366,11 +351,12 @@ class JobOptions:
     def __post_init__(self) -> None:
         if self.cluster not in ("auto", "slurm", "local", "debug"):
             raise SweepConfigError(f"unknown cluster {self.cluster!r}; choose one of: auto, slurm, local, debug")
-        for name in ("jobs", "timeout_min", "cpus_per_job", "mem_gb", "gpus_per_job"):
-            value = getattr(self, name)
-            if value is not None and (value < 0 if name == "gpus_per_job" else not value > 0):
-                least = "0 or more" if name == "gpus_per_job" else "positive"
-                raise SweepConfigError(f"--{name.replace('_', '-')} must be {least}, got {value}")
+        for name in JOB_FLAGS:
+            value, least = getattr(self, name), 0 if name == "gpus_per_job" else 1
+            if isinstance(value, (int, float)) and (value < 0 if least == 0 else not value > 0):
+                raise SweepConfigError(
+                    f"--{name.replace('_', '-')} must be {'0 or more' if least == 0 else 'positive'}, got {value}"
+                )
 
     def resolve_cluster(self) -> str:
         """The executor these options run on; SweepConfigError when submitit is missing, for a Slurm option off
@@ -378,8 +364,9 @@ class JobOptions:
         cluster = _submitit().AutoExecutor.which() if self.cluster == "auto" else self.cluster
         misplaced = [name for name in SLURM_PARAMETERS if getattr(self, name) is not None]
         if cluster != "slurm" and misplaced:
-            flag = misplaced[0].replace("_", "-")
-            raise SweepConfigError(f"--{flag} is for Slurm, and the sweep runs on the {cluster} executor")
+            raise SweepConfigError(
+                f"--{misplaced[0].replace('_', '-')} is for Slurm, and the sweep runs on the {cluster} executor"
+            )
         if cluster == "slurm" and shutil.which("srun") is None:
             raise SweepConfigError("--cluster slurm: no Slurm here (srun not found); run on a Slurm login node")
         if cluster == "slurm" and self.timeout_min is None:
@@ -401,8 +388,8 @@ def submit_points(
     """Submit `todo` through submitit's AutoExecutor: the jobs, the points of each, and the cluster they run on."""
     cluster = options.resolve_cluster()
     executor = _submitit().AutoExecutor(folder / JOBS_FOLDER, cluster=cluster)
-    slurm = {SLURM_PARAMETERS[k]: getattr(options, k) for k in SLURM_PARAMETERS}
     timeout = options.timeout_min or (LOCAL_TIMEOUT_MIN if cluster == "local" else None)
+    slurm = {parameter: getattr(options, option) for option, parameter in SLURM_PARAMETERS.items()}
     executor.update_parameters(name="lth-sweep", timeout_min=timeout, **slurm)
     args = (str(folder.resolve()), str(data_root.resolve()), device)
     if cluster != "local":  # one job per point; on Slurm one job array
@@ -410,28 +397,19 @@ def submit_points(
         jobs = executor.map_array(run_points, *zip(*[([point.cfg], *args) for point in todo]))
         return jobs, [[point] for point in todo], cluster
     gpus = torch.cuda.device_count()
-    n_jobs = min(len(todo), options.jobs or max(gpus, 1))
-    chunks = [todo[k::n_jobs] for k in range(n_jobs)]
+    chunks = [todo[k :: options.jobs or max(gpus, 1)] for k in range(min(len(todo), options.jobs or max(gpus, 1)))]
     executor.update_parameters(gpus_per_node=gpus)  # each job sees every GPU and picks its own (run_points' gpu)
-    with _stderr_to(folder / JOBS_FOLDER / "controllers.log"):  # the job controllers' stderr: Ctrl-C's tracebacks
+    saved, log = os.dup(2), os.open(folder / JOBS_FOLDER / "controllers.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log, 2)  # the job controllers' stderr, which they inherit: where Ctrl-C's tracebacks go, not the terminal
+    try:
         jobs = [
             executor.submit(run_points, [p.cfg for p in chunk], *args, gpu=k if gpus else None)
             for k, chunk in enumerate(chunks)
         ]
-    return jobs, chunks, cluster
-
-
-@contextmanager
-def _stderr_to(file: Path) -> Iterator[None]:
-    """Point this process's stderr (file descriptor 2, which the processes it starts inherit) at `file`."""
-    saved, log = os.dup(2), os.open(file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
-    os.dup2(log, 2)
-    os.close(log)
-    try:
-        yield
     finally:
         os.dup2(saved, 2)
-        os.close(saved)
+        os.close(saved), os.close(log)
+    return jobs, chunks, cluster
 
 
 def _run_jobs(sweep: Sweep, todo: list[Point], options: JobOptions, data_root: Path, device: str, bar: tqdm) -> None:
@@ -449,35 +427,24 @@ def _run_jobs(sweep: Sweep, todo: list[Point], options: JobOptions, data_root: P
                 why = f"job {job.job_id} ended without a result (state {job.state}; {type(error).__name__})"
                 reasons = {point.name: f"{why}; its log: {job.paths.stderr}" for point in chunk}
             for point in chunk:
-                _ended(sweep, point, reasons.get(point.name) or None, bar)
+                sweep.record_outcome(point, reasons.get(point.name))
+                bar.update()
     except KeyboardInterrupt:
         for job in jobs:
             job.cancel(check=False)
         raise
 
 
-def _ended(sweep: Sweep, point: Point, reason: str | None, bar: tqdm) -> None:
-    """Record and print how `point` ended, a point that its folder says is done never as failed."""
-    if reason is not None and sweep.point_state(point)[0] == "done":
-        reason = None
-    sweep.record_outcome(point, reason)
-    _say(f"{point.name} ({point.label}): " + ("finished" if reason is None else f"failed: {reason}"))
-    bar.update()
-
-
 def check_engine(sweep: Sweep, engine: str | JobOptions, device: str) -> None:
     """ConfigError, before anything is written, for an engine or device that cannot run the sweep, or a model too
     big for the device's memory."""
     if engine == "local":
-        where = resolve_device(device)
         for point in sweep.points:
-            check_memory(point.cfg, where)
-    elif isinstance(engine, JobOptions):
-        engine.resolve_cluster()
-        if device != "cuda":  # a job's GPU is on the job's machine: only the name is checked here
-            resolve_device(device)
-    else:
+            check_memory(point.cfg, resolve_device(device))
+    elif not isinstance(engine, JobOptions):
         raise SweepConfigError(f"unknown engine {engine!r}; choose 'local' or JobOptions(...)")
+    elif engine.resolve_cluster() and device != "cuda":  # a job's GPU is on the job's machine: the name is checked
+        resolve_device(device)
 
 
 def run_planned(
@@ -487,7 +454,7 @@ def run_planned(
     Raises SweepConfigError when the folder holds another sweep, SweepError when another sweep holds it, DataError."""
     data_root = data_dir_of(data_dir)
     with sweep.locked():
-        todo = [point for point in sweep.points if sweep.point_state(point)[0] != "done"]
+        todo = [point for point in sweep.points if not sweep._done(point)]
         if todo and engine == "local":
             where = resolve_device(device)
             data = {v: load_mnist(data_root, v, where) for v in sorted({point.cfg.val_size for point in todo})}
@@ -499,10 +466,10 @@ def run_planned(
                 bar.set_postfix_str(point.label)
                 try:
                     run_experiment(point.cfg, sweep.folder / point.name, data[point.cfg.val_size], progress=progress)
-                    reason = None
+                    sweep.record_outcome(point, None)
                 except Exception as error:  # noqa: BLE001  the point failed, recorded; Ctrl-C still ends the sweep
-                    reason = failure_reason(error)
-                _ended(sweep, point, reason, bar)
+                    sweep.record_outcome(point, failure_reason(error))
+                bar.update()
             if todo and engine != "local":
                 _run_jobs(sweep, todo, engine, data_root, device, bar)
         return _write_summary(sweep)
@@ -527,14 +494,6 @@ def run_sweep(
     return run_planned(sweep, engine, data_dir, str(device), progress)
 
 
-def point_states(sweep: Sweep) -> pd.DataFrame:
-    """Where each point stands (Sweep.states), read under the sweep's lock; writes nothing."""
-    if not sweep.folder.exists():
-        return sweep.states()
-    with sweep.locked():
-        return sweep.states()
-
-
 # ---------------------------------------------------------------------------------------------
 # The summary
 
@@ -549,33 +508,33 @@ def sweep_table(folder: Path | str) -> pd.DataFrame:
 
 
 def _table(sweep: Sweep) -> pd.DataFrame:
-    tables = []
+    tables, stats = [], ("accuracy_mean", "accuracy_std", "stop_iteration_mean", "stop_iteration_std")
     for point, row in zip(sweep.points, sweep.states().itertuples()):
-        run = RunFolder(sweep.folder / point.name, point.cfg)
-        levels = _levels(run) if row.levels else pd.DataFrame({"level": [np.nan]})
+        levels = pd.DataFrame({"level": [np.nan]})
+        if row.levels:  # each finished level: percent of weights, trials, and each condition's mean and std
+            results = RunFolder(sweep.folder / point.name, point.cfg).results()
+            accuracy, iteration = "early_stop_test_accuracy", "early_stop_iteration"
+            wide = (
+                results.groupby(["level", "condition"])
+                .agg(
+                    accuracy_mean=(accuracy, "mean"),
+                    accuracy_std=(accuracy, "std"),
+                    stop_iteration_mean=(iteration, "mean"),
+                    stop_iteration_std=(iteration, "std"),
+                )
+                .unstack("condition")
+            )
+            levels = (
+                results[results.condition == "ticket"]
+                .groupby("level")
+                .agg(percent_remaining=("percent_remaining", "mean"), n_trials=("trial", "nunique"))
+            )
+            wide.columns = [f"{condition}_{stat}" for stat, condition in wide.columns]
+            levels = levels.join(wide).reset_index()
         tables.append(levels.assign(**_cells(point), run=point.name, state=row.state, failure=row.failure or np.nan))
-    stats = ("accuracy_mean", "accuracy_std", "stop_iteration_mean", "stop_iteration_std")
     columns = [*sweep.grid, "run", "state", "level", "percent_remaining", "n_trials"]
-    return pd.concat(tables, ignore_index=True).reindex(
-        columns=[*columns, *(f"{c}_{s}" for c in CONDITIONS for s in stats), "failure"]
-    )
-
-
-def _levels(run: RunFolder) -> pd.DataFrame:
-    """A run's finished levels: percent of weights, trials, each condition's accuracy and iteration at early stop."""
-    results = run.results()
-    ticket = results[results.condition == "ticket"].groupby("level")
-    table = ticket.agg(percent_remaining=("percent_remaining", "mean"), n_trials=("trial", "nunique"))
-    accuracy, iteration = "early_stop_test_accuracy", "early_stop_iteration"
-    stats = results.groupby(["level", "condition"]).agg(
-        accuracy_mean=(accuracy, "mean"),
-        accuracy_std=(accuracy, "std"),
-        stop_iteration_mean=(iteration, "mean"),
-        stop_iteration_std=(iteration, "std"),
-    )
-    stats = stats.unstack("condition")
-    stats.columns = [f"{condition}_{stat}" for stat, condition in stats.columns]
-    return table.join(stats).reset_index()
+    columns += [f"{condition}_{stat}" for condition in CONDITIONS for stat in stats]
+    return pd.concat(tables, ignore_index=True).reindex(columns=[*columns, "failure"])
 
 
 def grid_fields(table: pd.DataFrame) -> list[str]:
@@ -696,17 +655,7 @@ def _write_summary(sweep: Sweep) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
-# The command line (its work is in the functions above, which take plain values)
-
-JOB_FLAGS = {  # JobOptions' fields after --cluster: type and help of the flag of that name
-    "jobs": (int, "at most this many points at once (Slurm: array parallelism; local: the number of jobs)"),
-    "timeout_min": (int, "each job's time limit in minutes (required on Slurm)"),
-    "gpus_per_job": (int, "Slurm: GPUs per job (--gpus-per-node)"),
-    "cpus_per_job": (int, "Slurm: CPUs per job (--cpus-per-task)"),
-    "mem_gb": (float, "Slurm: memory per job in GB (--mem)"),
-    "slurm_partition": (str, "Slurm: the partition to submit to (--partition)"),
-    "slurm_account": (str, "Slurm: the account to charge (--account)"),
-}
+# The command line: a thin wrapper of the functions above, which take plain values
 
 
 def add_command(subcommands: argparse._SubParsersAction) -> None:
@@ -736,17 +685,35 @@ def add_command(subcommands: argparse._SubParsersAction) -> None:
     engine = parser.add_argument_group("where the points run")
     engine.add_argument("--engine", choices=("local", "submitit"), default="local", help="local: in this process")
     engine.add_argument("--cluster", choices=("auto", "slurm", "local", "debug"), help="submitit's executor")
-    for name, (kind, text) in JOB_FLAGS.items():
+    for name, (kind, text, _) in JOB_FLAGS.items():
         engine.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
     parser.set_defaults(run=sweep_command)
 
 
 def make_engine(engine: str, options: Mapping[str, Any]) -> str | JobOptions:
-    """The engine asked for: "local", or JobOptions from `options` (JobOptions' fields; None: not given)."""
+    """The engine asked for: "local", or JobOptions of `options` (its fields; None: not given); SweepConfigError
+    for an option of submitit without it."""
     given = {name: value for name, value in options.items() if value is not None}
     if engine == "local" and given:
         raise SweepConfigError(f"--{next(iter(given)).replace('_', '-')} needs --engine submitit")
     return "local" if engine == "local" else JobOptions(**given)
+
+
+def dry_run(sweep: Sweep) -> str:
+    """Where each point stands, as --dry-run lists it (partial and failed: k of n levels finished), then each failed
+    point's reason; read under the sweep's lock, writing nothing."""
+    if sweep.folder.exists():
+        with sweep.locked():
+            states = sweep.states()
+    else:
+        states = sweep.states()
+    partial = states.state.isin(["partial", "failed"])
+    counts = " (" + states.levels.astype(str) + " of " + states.of.astype(str) + " levels finished)"
+    shown = states.assign(
+        state=states.state + counts.where(partial, ""), **{n: states[n].map(show_value) for n in sweep.grid}
+    )
+    failed = [f"{row.run} failed: {row.failure}" for row in states[states.state == "failed"].itertuples()]
+    return "\n".join([shown[[*sweep.grid, "run", "state"]].to_string(index=False), *failed])
 
 
 def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -760,7 +727,7 @@ def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         check_engine(sweep, engine, args.device)
         _say(f"{args.out}: {len(sweep.points)} points ({' x '.join(sweep.grid)}) of the {args.preset} preset")
         if args.dry_run:
-            _say(states_text(point_states(sweep)))
+            _say(dry_run(sweep))
             return 0
         table = run_planned(sweep, engine, args.data_dir, args.device, progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -778,19 +745,6 @@ def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if len(failed):
         print(f"{len(failed)} of {len(sweep.points)} points failed; the same command retries them", file=sys.stderr)
     return 1 if len(failed) else 0
-
-
-def states_text(states: pd.DataFrame) -> str:
-    """point_states as --dry-run prints it: a row per point, its state (partial and failed: k of n levels
-    finished), then each failed point's reason."""
-    shown = [
-        f"{row.state} ({row.levels} of {row.of} levels finished)" if row.state in ("partial", "failed") else row.state
-        for row in states.itertuples()
-    ]
-    fields = states.columns[: states.columns.get_loc("run")]
-    table = states.assign(state=shown, **{name: states[name].map(show_value) for name in fields})
-    failed = [f"{row.run} failed: {row.failure}" for row in states.itertuples() if row.state == "failed"]
-    return "\n".join([table[[*fields, "run", "state"]].to_string(index=False), *failed])
 
 
 def _say(*lines: str) -> None:
