@@ -351,12 +351,11 @@ class JobOptions:
     def __post_init__(self) -> None:
         if self.cluster not in ("auto", "slurm", "local", "debug"):
             raise SweepConfigError(f"unknown cluster {self.cluster!r}; choose one of: auto, slurm, local, debug")
-        for name in JOB_FLAGS:
-            value, least = getattr(self, name), 0 if name == "gpus_per_job" else 1
-            if isinstance(value, (int, float)) and (value < 0 if least == 0 else not value > 0):
-                raise SweepConfigError(
-                    f"--{name.replace('_', '-')} must be {'0 or more' if least == 0 else 'positive'}, got {value}"
-                )
+        for name in ("jobs", "timeout_min", "cpus_per_job", "mem_gb"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise SweepConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.gpus_per_job is not None and self.gpus_per_job < 0:
+            raise SweepConfigError(f"--gpus-per-job must be 0 or more, got {self.gpus_per_job}")
 
     def resolve_cluster(self) -> str:
         """The executor these options run on; SweepConfigError when submitit is missing, for a Slurm option off
@@ -397,7 +396,8 @@ def submit_points(
         jobs = executor.map_array(run_points, *zip(*[([point.cfg], *args) for point in todo]))
         return jobs, [[point] for point in todo], cluster
     gpus = torch.cuda.device_count()
-    chunks = [todo[k :: options.jobs or max(gpus, 1)] for k in range(min(len(todo), options.jobs or max(gpus, 1)))]
+    n_jobs = min(len(todo), options.jobs or max(gpus, 1))
+    chunks = [todo[k::n_jobs] for k in range(n_jobs)]
     executor.update_parameters(gpus_per_node=gpus)  # each job sees every GPU and picks its own (run_points' gpu)
     saved, log = os.dup(2), os.open(folder / JOBS_FOLDER / "controllers.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(log, 2)  # the job controllers' stderr, which they inherit: where Ctrl-C's tracebacks go, not the terminal
