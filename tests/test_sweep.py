@@ -12,9 +12,14 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import shutil
+import signal
 import stat
 import subprocess
 import sys
+import time
+from contextlib import suppress
 from pathlib import Path
 
 import matplotlib.image
@@ -23,7 +28,6 @@ import pandas as pd
 import pytest
 import torch
 
-import lth_helpers.experiment as experiment
 import lth_helpers.sweep as sweep
 from lth_helpers.cli import build_parser, main
 from lth_helpers.compare import compare_runs
@@ -64,6 +68,12 @@ def run(capsys):
 def synthetic(monkeypatch):
     """The sweep reads synthetic data instead of MNIST (200 validation images, as tiny_config expects)."""
     monkeypatch.setattr(sweep, "load_mnist", lambda root, val_size, device: synthetic_splits())
+
+
+def state_of(listing: str, run: str) -> str:
+    """A point's state as --dry-run lists it: what its row shows after the point's folder."""
+    row = next(line for line in listing.splitlines() if run in line and f"{run} failed:" not in line)
+    return row.split(run, 1)[1].strip()
 
 
 def files(folder: Path) -> dict[Path, bytes]:
@@ -176,27 +186,25 @@ def test_a_sweep_runs_every_point_as_a_run_folder_and_resumes_after_an_interrupt
         {"learning_rate": [1e-3, 2e-3], "global_pruning": [True]},
         out,
     ).points
-    real_train, calls = experiment._train_level, []
+    real_finish, finished = RunFolder.finish_level, []
 
-    def interrupted_at_the_fourth_level(cfg, level, *args):
-        calls.append((cfg.learning_rate, level))
-        if len(calls) == 4:  # the second point's level 1
+    def interrupted_after_the_third_level(self, level, *args):
+        real_finish(self, level, *args)
+        finished.append(level)
+        if len(finished) == 3:  # the second point's first level is finished, its last is not: Ctrl-C
             raise KeyboardInterrupt
-        return real_train(cfg, level, *args)
 
-    monkeypatch.setattr(experiment, "_train_level", interrupted_at_the_fourth_level)
+    monkeypatch.setattr(RunFolder, "finish_level", interrupted_after_the_third_level)
     code, _, err = run(*command)
-    assert code == 130 and "the same command resumes" in err
-    assert calls == [(1e-3, 0), (1e-3, 1), (2e-3, 0), (2e-3, 1)]
+    assert code == 130 and one_line(err) and "the same command resumes" in err
 
     code, listing, _ = run(*command, "--dry-run")
     assert code == 0
-    states = dict(line.split()[2:4] for line in listing.splitlines()[2:4])  # learning_rate, global_pruning, run, state
-    assert states == {first.name: "done", second.name: "partial"}
-    assert "partial (1 of 2 levels finished)" in listing
+    assert state_of(listing, first.name) == "done"
+    assert state_of(listing, second.name) == "partial (1 of 2 levels finished)"
     before = {name: pd.read_csv(out / name / "results.csv") for name in (first.name, second.name)}
 
-    monkeypatch.setattr(experiment, "_train_level", real_train)
+    monkeypatch.setattr(RunFolder, "finish_level", real_finish)
     code, printed, err = run(*command)
     assert code == 0, err
     pd.testing.assert_frame_equal(pd.read_csv(out / first.name / "results.csv"), before[first.name])  # not retrained
@@ -303,6 +311,62 @@ def test_a_failed_point_is_recorded_in_one_line_the_others_go_on_and_a_rerun_ret
     assert pd.read_csv(out / "sweep.csv").drop_duplicates("run").state.tolist() == ["done", "failed", "done"]
 
 
+def test_a_point_folder_holding_another_configs_run_is_named_and_recorded_as_failed_not_reported(
+    run, synthetic, tmp_path
+):
+    """A finished sweep whose seed-1 folder is replaced by a copy of the seed-0 run: the seed-1 row shows no numbers
+    of another run; the point is named, recorded and listed as failed, and the exit status is 1."""
+    out = tmp_path / "grid"
+    command = [*TINY, "--grid", "seed=0,1", "--out", str(out)]
+    assert run(*command)[0] == 0
+    zero, one = sweep.plan_sweep(TINY_BASE, {"seed": [0, 1]}, out).points
+    shutil.rmtree(out / one.name)
+    shutil.copytree(out / zero.name, out / one.name)
+    code, _, err = run(*command)
+    assert code == 1 and f"failed: {one.name}: " in err and "another config (differs in seed)" in err
+    assert "another config" in json.loads((out / "failures.json").read_text())[one.name]
+    table = pd.read_csv(out / "sweep.csv")
+    assert table[table.run == one.name].state.tolist() == ["failed"]
+    assert table[table.run == one.name].ticket_accuracy_mean.isna().all()
+    assert state_of(run(*command, "--dry-run")[1], one.name).startswith("failed")
+
+
+def test_a_point_whose_results_are_lost_is_named_recorded_and_retried(run, synthetic, tmp_path, monkeypatch):
+    out = tmp_path / "grid"
+    command = [*TINY, "--grid", "seed=0,1", "--out", str(out)]
+    assert run(*command)[0] == 0
+    zero, one = sweep.plan_sweep(TINY_BASE, {"seed": [0, 1]}, out).points
+    (out / one.name / "results.csv").unlink()
+    listing = run(*command, "--dry-run")[1]
+    assert state_of(listing, one.name).startswith("failed") and f"{one.name} failed: " in listing
+    assert state_of(listing, zero.name) == "done"
+
+    tried, real = [], sweep.run_experiment
+    monkeypatch.setattr(sweep, "run_experiment", lambda cfg, *a, **k: tried.append(cfg.seed) or real(cfg, *a, **k))
+    code, _, err = run(*command)
+    assert code == 1 and f"failed: {one.name}: " in err and "results.csv cannot be read" in err
+    assert "results.csv" in json.loads((out / "failures.json").read_text())[one.name]
+    code, _, _ = run(*command)
+    assert code == 1 and tried == [1, 1]  # tried again by each rerun, the finished point never
+
+
+def test_a_sweep_of_another_grid_that_locks_the_folder_first_keeps_it(synthetic, tmp_path, monkeypatch):
+    """Two sweeps of different grids started together on one folder: the one that locks it second finds the first's
+    sweep.json, and is refused."""
+    out, real_lock, calls = tmp_path / "grid", sweep.lock_folder, []
+
+    def another_sweep_locks_first(folder, lock_file):
+        calls.append(folder)
+        if len(calls) == 1:  # just before the sweep below locks the folder, another runs there to its end
+            sweep.run_sweep(TINY_BASE, {"seed": [0]}, out, progress=False)
+        return real_lock(folder, lock_file)
+
+    monkeypatch.setattr(sweep, "lock_folder", another_sweep_locks_first)
+    with pytest.raises(ConfigError, match="holds a sweep of another grid"):
+        sweep.run_sweep(TINY_BASE, {"seed": [1]}, out, progress=False)
+    assert json.loads((out / "sweep.json").read_text())["grid"] == {"seed": [0]}
+
+
 def test_a_grid_other_than_the_folders_is_refused_unless_overwrite_which_keeps_the_points_it_shares(
     run, synthetic, tmp_path
 ):
@@ -326,7 +390,7 @@ def test_a_grid_other_than_the_folders_is_refused_unless_overwrite_which_keeps_t
 def test_a_second_sweep_in_a_folder_in_use_is_refused(synthetic, tmp_path):
     out = tmp_path / "grid"
     out.mkdir()
-    with sweep._locked(out):
+    with sweep.plan_sweep(TINY_BASE, {"trials": [2]}, out).locked():
         with pytest.raises(sweep.SweepError, match="is in use by another sweep"):
             sweep.run_sweep(TINY_BASE, {"trials": [1]}, out, progress=False)
 
@@ -482,7 +546,7 @@ def test_the_slurm_executor_is_configured_from_the_flags_without_running_slurm(t
         *("--gpus-per-job 1 --cpus-per-job 4 --mem-gb 16 --jobs 2".split()),
     ]
     args = build_parser().parse_args(["sweep", *flags])
-    options = sweep.engine_from(args)
+    options = sweep.make_engine(args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in sweep.JOB_FLAGS})
     assert options.resolve_cluster() == "slurm"
     todo = sweep.plan_sweep(make_config("smoke"), sweep.parse_grid(args.grid), tmp_path / "grid").points
     jobs, chunks, cluster = sweep.submit_points(options, tmp_path / "grid", todo, tmp_path / "data", "auto")
@@ -512,3 +576,98 @@ def test_an_output_layer_rate_on_a_globally_pruned_base_is_refused_not_swept_as_
         sweep.grid_points(make_config("seed"), {"prune_rate_output": [0.1, 0.2]})
     points = sweep.grid_points(make_config("paper"), {"prune_rate_output": [0.1, 0.2]})
     assert [point.cfg.prune_rate_output for point in points] == [0.1, 0.2]
+
+
+# ---------------------------------------------------------------------------------------------
+# The command in a terminal: a reader that stops reading, Ctrl-C, stopping a job
+
+
+def command_line(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lth_helpers", "sweep", *args]
+
+
+QUICK = ["--preset", "smoke", "--iterations", "40", "--eval-every", "20", "--no-progress", "--device", "cpu"]
+LONG = ["--preset", "smoke", "--iterations", "3000", "--eval-every", "1000", "--no-progress", "--rounds", "1"]
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["--dry-run", "a local sweep"])
+def test_a_reader_that_stops_reading_ends_the_output_quietly_and_the_sweep_goes_on(dry_run, tmp_path):
+    out = tmp_path / "grid"
+    args = [*QUICK, "--grid", "seed=0,1", "--out", str(out), *(["--dry-run"] if dry_run else [])]
+    shell = " ".join(command_line(*args)) + ' | head -1; echo "status ${PIPESTATUS[0]}" >&2'
+    done = subprocess.run(["bash", "-c", shell], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.stderr.strip().splitlines()[-1] == "status 0", done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+    assert done.stdout.startswith(f"{out}: 2 points")
+    if not dry_run:  # the sweep trained every point and wrote its summary
+        assert (pd.read_csv(out / "sweep.csv").state == "done").all()
+
+
+def job_processes(jobs_folder: Path) -> list[int]:
+    """The processes whose command line names `jobs_folder`: submitit's job controllers and workers."""
+    found = []
+    for process in Path("/proc").iterdir():
+        with suppress(OSError):
+            if process.name.isdigit() and str(jobs_folder).encode() in (process / "cmdline").read_bytes():
+                found.append(int(process.name))
+    return found
+
+
+@pytest.fixture
+def local_sweep(tmp_path):
+    """Starts a sweep of one long point on submitit's local executor and returns, once its job trains, the process
+    and the line it printed on submitting; whatever is left of it at the end of the test is killed."""
+    pytest.importorskip("submitit")
+    started = []
+    yield lambda **popen: started.append(started_local_sweep(tmp_path / "grid", **popen)) or started[-1]
+    for pid in job_processes(tmp_path / "grid" / "submitit"):  # first: they hold the sweep's output open
+        with suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for sweep_process, _ in started:
+        sweep_process.kill()
+        sweep_process.communicate(timeout=60)
+
+
+def started_local_sweep(out: Path, **popen) -> tuple[subprocess.Popen, str]:
+    args = [*LONG, "--grid", "seed=0", "--out", str(out), "--engine", "submitit", "--cluster", "local"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    sweep_process = subprocess.Popen(
+        command_line(*args), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen
+    )
+    submitted = ""
+    while "submitted" not in submitted:
+        submitted = sweep_process.stdout.readline()
+        assert submitted or sweep_process.poll() is None, sweep_process.stderr.read()
+    for _ in range(600):  # the job's worker has started training: its point's folder has a config
+        if list(out.glob("*/config.json")):
+            break
+        time.sleep(0.1)
+    return sweep_process, submitted
+
+
+def test_ctrl_c_ends_a_submitit_sweep_in_one_line_with_exit_130_and_stops_its_jobs(local_sweep, tmp_path):
+    out = tmp_path / "grid"
+    sweep_process, _ = local_sweep(start_new_session=True)
+    os.killpg(sweep_process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    stdout, stderr = sweep_process.communicate(timeout=120)
+    assert sweep_process.returncode == 130 and one_line(stderr) and "the same command resumes" in stderr, stderr
+    for _ in range(100):
+        if not job_processes(out / "submitit"):
+            break
+        time.sleep(0.1)
+    assert not job_processes(out / "submitit")
+
+
+def test_the_id_a_local_job_is_printed_with_stops_its_point(local_sweep, tmp_path):
+    out = tmp_path / "grid"
+    sweep_process, submitted = local_sweep()
+    job_id, stop = re.search(r"\((\S+); to stop one: ([^)]*)\)", submitted).groups()
+    subprocess.run(stop.replace("JOB_ID", job_id).split(), check=True)
+    stdout, stderr = sweep_process.communicate(timeout=120)
+    assert sweep_process.returncode == 1 and "1 of 1 points failed" in stderr, stderr
+    assert f"job {job_id} ended without a result" in stderr
+    for _ in range(100):
+        if not job_processes(out / "submitit"):
+            break
+        time.sleep(0.1)
+    assert not job_processes(out / "submitit")  # the job's worker is stopped, not left training
