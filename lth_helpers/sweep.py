@@ -34,6 +34,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from . import conditions
 from .compare import plot_comparison
 from .config import (
     CONDITIONS,
@@ -533,7 +534,8 @@ def _table(sweep: Sweep) -> pd.DataFrame:
             levels = levels.join(wide).reset_index()
         tables.append(levels.assign(**_cells(point), run=point.name, state=row.state, failure=row.failure or np.nan))
     columns = [*sweep.grid, "run", "state", "level", "percent_remaining", "n_trials"]
-    columns += [f"{condition}_{stat}" for condition in CONDITIONS for stat in stats]
+    trained = {c for point in sweep.points for c in point.cfg.level_conditions(1)} - set(CONDITIONS)
+    columns += [f"{c}_{stat}" for c in [*CONDITIONS, *sorted(trained, key=conditions.order)] for stat in stats]
     return pd.concat(tables, ignore_index=True).reindex(columns=[*columns, "failure"])
 
 
