@@ -60,10 +60,11 @@ from .config import (
 from .data import DataError, MNISTSplits, load_mnist
 from .data import data_dir as data_dir_of
 from .experiment import ExperimentError, run_experiment
+from .files import DamagedFileError, RunFolderError, lock_folder, read_checked, write_atomic
 from .flags import add_run_flags, config_overrides, fail, field_type
 from .flags import folder as folder_flag
 from .report import format_percent
-from .runs import DamagedFileError, RunFolder, RunFolderError, lock_folder, read_checked, write_atomic
+from .runs import RunFolder
 
 SWEEP_FILE = "sweep.json"  # the base config and the grid
 FAILURES_FILE = "failures.json"  # {point's run folder: the one-line reason it failed}
@@ -321,7 +322,7 @@ def _grid_text(grid: Mapping[str, Sequence[Any]]) -> str:
 
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
-    """Lock the sweep folder while the sweep runs, as a run locks its folder (runs.lock_folder): a second sweep there
+    """Lock the sweep folder while the sweep runs, as a run locks its folder (files.lock_folder): a second sweep there
     is refused; the OS drops the lock when the process ends, however it ends."""
     try:
         handle = lock_folder(folder, folder / LOCK_FILE)
