@@ -231,8 +231,8 @@ class RunFolder:
             names |= read_checked(self._file(MANIFEST), _parse_manifest)
         except DamagedFileError:  # missing, or unreadable: the names above alone
             pass
-        locked_on_file = self._lock is not None and not os.path.samestat(os.fstat(self._lock), os.stat(self.path))
-        names |= set() if locked_on_file else {LOCK_FILE}
+        if self._lock is None or os.path.samestat(os.fstat(self._lock), os.stat(self.path)):
+            names.add(LOCK_FILE)  # not where this run's lock is held on it: removed, it would let another run in
         candidates = [*sorted(names), *(f"{n}.tmp" for n in sorted(names)), f"{MANIFEST}.tmp", MANIFEST]
         return [n for n in candidates if self._file(n).is_file()]
 

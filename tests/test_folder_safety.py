@@ -430,6 +430,13 @@ def test_where_the_folder_itself_cannot_be_locked_run_lock_keeps_a_second_run_ou
             RunFolder.open(tmp_path / "run", CFG)
     with RunFolder.open(tmp_path / "run", CFG):  # closed: free again
         pass
+    with RunFolder.open(tmp_path / "run", CFG, overwrite=True):  # the lock is held on run.lock: overwrite keeps it
+        assert (tmp_path / "run" / "run.lock").is_file()
+        with pytest.raises(RunFolderError, match="is in use by another run"):
+            RunFolder.open(tmp_path / "run", CFG)
+    monkeypatch.setattr(file_io.fcntl, "flock", real_flock)
+    RunFolder.open(tmp_path / "run", CFG, overwrite=True).close()  # held on the folder: run.lock is a file to clear
+    assert not (tmp_path / "run" / "run.lock").exists()
 
 
 def test_duplicate_rows_of_a_level_are_named_even_when_progress_counts_them(copy):
