@@ -6,7 +6,8 @@ Modules, one per concept: config (hyperparameters, presets), data (MNIST as tens
 model (a stack of MLPs), pruning (torch.nn.utils.prune, rewinding, control masks), training
 (the training loop, the plain reference step, evaluation), fast_step (the default training step and
 every speed trick it uses), experiment (the iterative pruning loop, resumable),
-runs (the run folder: resume, whole-file writes, checks), inference (what a ticket costs to run:
+files (whole-file writes, checked reads, the folder lock), tables (the schema of results.csv and
+curves.csv), runs (the run folder: resume, its checks, --overwrite), inference (what a ticket costs to run:
 compacted and sparse forms), report (tables and computed conclusions), plotting (the paper's figures,
 what a ticket keeps), compare (runs side by side), flags (a config on the command line), sweep (grids
 of configs), instability (linear mode connectivity of a finished run's networks), cli.

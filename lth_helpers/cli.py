@@ -50,6 +50,7 @@ from .config import (
 )
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_levels
+from .files import DamagedFileError, RunFolderError
 from .flags import add_run_flags, config_overrides, fail, folder, one_line
 from .inference import first_network, inference_table, smallest_form
 from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
@@ -61,7 +62,7 @@ from .report import (
     paper_comparison,
     summary_table,
 )
-from .runs import INFERENCE_TABLE, INIT, DamagedFileError, RunFolder, RunFolderError, exported_ticket_file
+from .runs import INFERENCE_TABLE, INIT, RunFolder, exported_ticket_file
 
 PROG = "python -m lth_helpers"
 

@@ -24,8 +24,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .config import Config, show_value
+from .files import RunFolderError, WriteError, write_atomic
 from .plotting import on_log_axis, percent_axis
-from .runs import PROGRESS, RESULTS, RunFolder, RunFolderError, WriteError, write_atomic
+from .runs import PROGRESS, RunFolder
+from .tables import RESULTS
 
 LEGEND_CHARACTERS = 150  # characters of legend text a row of the figure's width holds
 

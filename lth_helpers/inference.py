@@ -100,14 +100,17 @@ def to_csr(dense: torch.Tensor) -> torch.Tensor:
 
 
 def dead_units(masks: dict[str, torch.Tensor]) -> dict[str, int]:
-    """Units with no surviving weight in or out, per layer, for one network's masks (layer -> (out, in))."""
+    """Units with no surviving weight in or out, per layer, for one network's masks (layer -> (out, in)): `_dead_in`
+    counts a hidden layer's units with no weight in, `_dead_out` those with weights in but none out, so that each dead
+    unit counts once and the two add up to the layer's dead units."""
     w1, w2, w3 = (masks[name].bool() for name in LAYERS)
+    fc1_in, fc2_in = w1.any(1), w2.any(1)
     return {
         "dead_inputs": int((~w1.any(0)).sum()),
-        "fc1_dead_in": int((~w1.any(1)).sum()),
-        "fc1_dead_out": int((~w2.any(0)).sum()),
-        "fc2_dead_in": int((~w2.any(1)).sum()),
-        "fc2_dead_out": int((~w3.any(0)).sum()),
+        "fc1_dead_in": int((~fc1_in).sum()),
+        "fc1_dead_out": int((fc1_in & ~w2.any(0)).sum()),
+        "fc2_dead_in": int((~fc2_in).sum()),
+        "fc2_dead_out": int((fc2_in & ~w3.any(0)).sum()),
     }
 
 

@@ -42,12 +42,13 @@ from . import conditions
 from .config import CONDITIONS, Config, ConfigError, resolve_device
 from .data import DataError, MNISTSplits, data_dir, load_mnist
 from .experiment import ExperimentError, check_data, derive_seed, level_networks
+from .files import DamagedFileError, RunFolderError
 from .flags import add_data_flags, fail
 from .model import Params, StackedMLP, concat, layer_shapes, select, to_device
 from .plotting import curve_levels
 from .pruning import Masks, build_model, full_masks
 from .report import format_percent, mean_std
-from .runs import INIT, REWIND, DamagedFileError, RunFolder, RunFolderError
+from .runs import INIT, REWIND, RunFolder
 from .training import DIVERGED, DivergenceError, Evaluator, train_networks
 
 POINTS = 25  # evenly spaced points along each straight path, both ends included

@@ -50,10 +50,11 @@ from .config import (
 from .data import DataError, load_mnist
 from .data import data_dir as data_dir_of
 from .experiment import ExperimentError, run_experiment
+from .files import RunFolderError, lock_folder, read_checked, write_atomic
 from .flags import add_run_flags, config_overrides, fail, field_type, one_line
 from .flags import folder as folder_flag
 from .report import format_percent
-from .runs import CONFIG, RunFolder, RunFolderError, lock_folder, read_checked, write_atomic
+from .runs import CONFIG, RunFolder
 
 SWEEP_FILE, FAILURES_FILE = "sweep.json", "failures.json"  # the base config and grid; {point's folder: why it failed}
 TABLE_FILE, FIGURE_FILE, JOBS_FOLDER = "sweep.csv", "sweep.png", "submitit"

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 import lth_helpers.experiment as experiment
-import lth_helpers.runs as runs
+import lth_helpers.files as files
 import lth_helpers.training as training
 from lth_helpers.experiment import ExperimentError, level_networks, run_experiment
+from lth_helpers.files import RunFolderError
 from lth_helpers.model import LAYERS, select
 from lth_helpers.pruning import build_model, count_remaining
-from lth_helpers.runs import RunFolder, RunFolderError
+from lth_helpers.runs import RunFolder
 from lth_helpers.training import DivergenceError
 from tests.conftest import REPO
 from tests.conftest import tiny_config as small
@@ -190,7 +191,7 @@ time.sleep(120)
 """
 
 
-@pytest.mark.skipif(runs.fcntl is None, reason="run folders are locked with flock, a POSIX call")
+@pytest.mark.skipif(files.fcntl is None, reason="run folders are locked with flock, a POSIX call")
 def test_a_folder_in_use_by_another_run_is_refused_untouched_and_free_once_that_run_is_killed(tmp_path, tiny_data):
     cfg = small(rounds=1)
     run(cfg, tmp_path, tiny_data)

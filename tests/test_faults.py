@@ -26,13 +26,16 @@ import torch
 
 import lth_helpers.cli as cli
 import lth_helpers.experiment as experiment
+import lth_helpers.files as files
 import lth_helpers.runs as runs
 from lth_helpers.config import ConfigError, make_config
 from lth_helpers.data import MNIST_FILES, DataError, MNISTSplits, load_mnist
 from lth_helpers.experiment import run_experiment
+from lth_helpers.files import DamagedFileError, RunFolderError, write_atomic
 from lth_helpers.inference import load_ticket
-from lth_helpers.runs import DamagedFileError, RunFolder, RunFolderError, write_atomic
-from tests.conftest import CFG, FLAGS, REPO, one_line, synthetic_splits, tiny_config
+from lth_helpers.runs import RunFolder
+from lth_helpers.tables import TABLE_COLUMNS
+from tests.conftest import CFG, FLAGS, REPO, make_run, one_line, synthetic_splits, tiny_config
 
 FULL_DISK = OSError(errno.ENOSPC, "No space left on device")
 REAL_REPLACE = os.replace
@@ -228,7 +231,10 @@ WRONG_CONTENT = {  # right format, wrong content: each must be named, not misrea
         {"levels_done": 2, "rows": []},
         [2],
     ],
-    "config.json": [{"rounds": "one"}, {"fc1_width": 1e9}, {"momentum": 0.9}, {"global_pruning": "no"}, []],
+    "config.json": [
+        *({"rounds": "one"}, {"fc1_width": 1e9}, {"momentum": 0.9}, {"global_pruning": "no"}, []),
+        *({"format": 3}, {"format": "2"}, {"format": None}),  # a format this version does not know
+    ],
     runs.MANIFEST: [{"files": "init.pt"}, {"files": ["../outside.txt"]}, {"files": ["/etc/hostname"]}, {}],
 }
 
@@ -291,7 +297,130 @@ def test_a_table_with_the_right_row_count_but_wrong_columns_or_values_is_named(n
 
 def test_the_tables_columns_are_the_ones_the_experiment_writes(copy):
     for name, table in (("results.csv", RunFolder(copy).results()), ("curves.csv", RunFolder(copy).curves())):
-        assert tuple(table.columns) == runs.TABLE_COLUMNS[name]
+        assert tuple(table.columns) == tuple(TABLE_COLUMNS[name])
+
+
+def test_a_results_table_without_the_columns_added_since_reads_without_them_and_a_resumed_run_adds_them(copy, finished):
+    """A results.csv from before final_train_accuracy and final_train_loss existed, of a run stopped after level 0."""
+    old = pd.read_csv(copy / "results.csv").drop(columns=["final_train_accuracy", "final_train_loss"])
+    old.to_csv(copy / "results.csv", index=False)
+    table = RunFolder(copy).results()
+    assert "final_train_accuracy" not in table and len(table) == len(old)
+    curves = pd.read_csv(copy / "curves.csv")
+    rows = {"results.csv": int((old.level == 0).sum()), "curves.csv": int((curves.level == 0).sum())}
+    (copy / "progress.json").write_text(json.dumps({"levels_done": 1, "rows": rows}))
+    run_experiment(CFG, copy, synthetic_splits(), progress=False)
+    resumed = pd.read_csv(copy / "results.csv")
+    assert tuple(resumed.columns) == tuple(TABLE_COLUMNS["results.csv"])
+    assert resumed[resumed.level == 0].final_train_accuracy.isna().all()
+    assert resumed[resumed.level == 1].final_train_accuracy.notna().all()
+    train = ["final_train_accuracy", "final_train_loss"]
+    pd.testing.assert_frame_equal(
+        without_timing(copy).drop(columns=train), without_timing(finished).drop(columns=train)
+    )
+
+
+def test_a_run_folder_records_its_format_and_one_without_it_is_format_1(copy):
+    config = json.loads((copy / "config.json").read_text())
+    assert config["format"] == 2 and RunFolder(copy).format == 2 and RunFolder(copy).saved_config() == CFG
+    del config["format"]
+    (copy / "config.json").write_text(json.dumps(config))
+    assert RunFolder(copy).format == 1 and RunFolder(copy).saved_config() == CFG
+    read_back(copy)  # an older folder resumes
+
+
+def test_a_mask_that_keeps_a_weight_the_level_before_pruned_is_named(tmp_path):
+    folder = make_run(tmp_path / "run", rounds=2, trials=1)
+    grown = torch.load(folder / "masks" / "level_02.pt", weights_only=True)
+    torch.save({key: torch.ones_like(mask) for key, mask in grown.items()}, folder / "masks" / "level_02.pt")
+    before = snapshot(folder)
+    for read in (lambda: RunFolder(folder).load_masks(2), lambda: make_run(folder, rounds=2, trials=1)):
+        with pytest.raises(DamagedFileError, match=r"level_02.pt cannot be read .*keeps weights that level 1 pruned"):
+            read()
+    assert snapshot(folder) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# A resumed run checks every file it will read before it trains
+
+RESUMED = ["--rounds", "2", "--controls", "reinit,one_shot"]
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory) -> Path:
+    """A command-line run of RESUMED stopped (Ctrl-C) during level 1: level 0 finished, level 1's masks saved, and
+    every trial's trained ticket of level 0 in trained/ (conditions that fine-tune it keep one)."""
+    out = tmp_path_factory.mktemp("stopped") / "run"
+    real_finish = RunFolder.finish_level
+
+    def stop_at_level_1(run, level, *rows):
+        if level == 1:
+            raise KeyboardInterrupt
+        real_finish(run, level, *rows)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "load_mnist", lambda root, val_size, device: synthetic_splits())
+        patch.setattr(RunFolder, "finish_level", stop_at_level_1)
+        assert cli.main([*FLAGS, *RESUMED, "--out", str(out)]) == 130
+    assert RunFolder(out).levels_done == 1 and (out / "masks" / "level_01.pt").exists()
+    (out / "trained").mkdir()
+    shutil.copy(out / "dense.pt", out / "trained" / "level_00.pt")
+    return out
+
+
+def nan_in(file: Path) -> None:
+    """A NaN where a number was: in a table's trial column, or in a tensor file's first tensor."""
+    if file.suffix == ".csv":
+        table = pd.read_csv(file)
+        table.loc[0, "trial"] = float("nan")
+        table.to_csv(file, index=False)
+        return
+    tensors = torch.load(file, weights_only=True)
+    first = next(iter(tensors))
+    tensors[first] = tensors[first].clone()
+    tensors[first].view(-1)[0] = float("nan")
+    torch.save(tensors, file)
+
+
+SPOILS = {
+    "deleted": lambda file: file.unlink(),
+    "cut short": lambda file: file.write_bytes(file.read_bytes()[: file.stat().st_size // 2]),
+    "NaN": nan_in,
+}
+READ_ON_RESUME = ["dense.pt", "results.csv", "curves.csv", "tickets/level_00.pt", "masks/level_01.pt"]
+
+
+def with_times(folder: Path) -> dict[str, tuple]:
+    """Every file and folder under `folder`, with each file's bytes and modification time: a file written again,
+    even with the same bytes, shows."""
+    return {
+        p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else ()
+        for p in folder.rglob("*")
+    }
+
+
+@pytest.mark.parametrize("spoil", SPOILS)
+@pytest.mark.parametrize("name", [*READ_ON_RESUME, "trained/level_00.pt"])
+def test_a_resumed_run_names_a_damaged_file_before_it_trains_or_writes_anything(
+    name, spoil, stopped, tmp_path, command, monkeypatch
+):
+    folder = Path(shutil.copytree(stopped, tmp_path / "run"))
+    if spoil == "deleted" and name == "trained/level_00.pt":
+        pytest.skip("trained/ is optional: a run without it resumes")
+    SPOILS[spoil](folder / name)
+    before = with_times(folder)
+    monkeypatch.setattr(experiment, "train_networks", lambda *a, **k: pytest.fail("trained before the check"))
+    code, error = command(folder, *RESUMED)
+    assert code == 1 and one_line(error) and f"{folder / name} cannot be read" in error, error
+    assert with_times(folder) == before
+
+
+def test_a_sound_stopped_run_resumes_to_the_uninterrupted_results(stopped, tmp_path, command):
+    folder = Path(shutil.copytree(stopped, tmp_path / "run"))
+    (folder / "trained" / "level_00.pt").unlink()
+    assert command(folder, *RESUMED)[0] == 0
+    assert command(tmp_path / "whole", *RESUMED)[0] == 0
+    pd.testing.assert_frame_equal(without_timing(folder), without_timing(tmp_path / "whole"))
 
 
 def test_a_damaged_file_is_one_line_and_exit_1_on_the_command_line_and_the_folder_stays(command, copy):
@@ -356,10 +485,11 @@ def test_overwrite_starts_afresh_whatever_state_the_files_are_in(copy, finished)
 def test_overwrite_removes_only_the_tools_files_and_keeps_foreign_ones(copy, finished):
     foreign = {
         copy / "notes.png": b"mine",
-        copy / "ticket_level_07.pt": b"mine too",
+        copy / "ticket_level_07.txt": b"mine too",
         copy / "masks" / "extra" / "keep.txt": b"inside a folder of the tool's",
         copy / "results.csv.bak": b"a copy",
     }
+    (copy / "ticket_level_07.pt").write_bytes(b"named as the tool names an exported ticket: the tool's")
     for path, data in foreign.items():
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(data)
@@ -368,7 +498,8 @@ def test_overwrite_removes_only_the_tools_files_and_keeps_foreign_ones(copy, fin
     run_experiment(other, copy, synthetic_splits(), overwrite=True, progress=False)
     assert all(path.read_bytes() == data for path, data in foreign.items())
     assert RunFolder(copy).saved_config() == other and not (copy / "rewind.pt").exists()
-    assert not (copy / "tickets" / "level_01.pt").exists() and not (copy / runs.CLEARING).exists()
+    assert not (copy / "tickets" / "level_01.pt").exists() and not (copy / files.CLEARING).exists()
+    assert not (copy / "ticket_level_07.pt").exists()
     assert sorted(RunFolder(copy).results().level) == [0]
 
 
@@ -383,7 +514,7 @@ def test_an_overwrite_that_fails_midway_removes_nothing_and_a_second_one_succeed
         moves = []
 
         def replace(src, dst, failure=failure, moves=moves):
-            if runs.CLEARING in Path(dst).parts:
+            if files.CLEARING in Path(dst).parts:
                 moves.append(dst)
                 if len(moves) == 4:
                     raise failure
@@ -437,7 +568,8 @@ def test_a_run_folder_without_its_manifest_is_damaged_and_overwrite_clears_the_f
 SECOND_RUN = """
 import sys
 from pathlib import Path
-from lth_helpers.runs import RunFolder, RunFolderError
+from lth_helpers.files import RunFolderError
+from lth_helpers.runs import RunFolder
 folder = Path(sys.argv[1])
 try:
     RunFolder.open(folder, RunFolder(folder).saved_config(), overwrite=True)
@@ -447,7 +579,7 @@ except RunFolderError as error:
 """
 
 
-@pytest.mark.skipif(runs.fcntl is None, reason="run folders are locked with flock, a POSIX call")
+@pytest.mark.skipif(files.fcntl is None, reason="run folders are locked with flock, a POSIX call")
 @pytest.mark.parametrize("deleted", [False, True], ids=["lock in place", "lock file deleted"])
 def test_a_second_run_during_the_first_ones_report_is_refused_and_the_first_finishes(
     deleted, command, tmp_path, monkeypatch

@@ -26,12 +26,14 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 import lth_helpers.cli as cli
-import lth_helpers.runs as runs
+import lth_helpers.files as file_io
+import lth_helpers.instability as instability
 from lth_helpers.compare import compare_runs, plot_comparison, run_labels
 from lth_helpers.config import ConfigError, make_config
 from lth_helpers.data import MNIST_FILES, DataError, load_mnist
 from lth_helpers.experiment import run_experiment
-from lth_helpers.runs import DamagedFileError, RunFolder, RunFolderError
+from lth_helpers.files import DamagedFileError, RunFolderError
+from lth_helpers.runs import RunFolder
 from tests.conftest import CFG, FLAGS, REPO, one_line, synthetic_splits, tiny_config
 
 OTHER = ["--rounds", "0", "--rewind-iteration", "0", "--iterations", "10"]  # another config of the same size
@@ -70,11 +72,14 @@ def list_in_manifest(folder: Path, *names: str) -> None:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """A run folder the command line finished (figures, inference table, exported ticket and all); tests copy it."""
+    """A run folder the command line finished (figures, inference table, exported ticket and all) and analysed
+    (instability.csv and .png); tests copy it."""
     out = tmp_path_factory.mktemp("finished") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "load_mnist", lambda root, val_size, device: synthetic_splits())
+        patch.setattr(instability, "load_mnist", lambda root, val_size, device: synthetic_splits())
         assert cli.main([*FLAGS, "--out", str(out)]) == 0
+        assert cli.main(["instability", str(out), "--levels", "1", "--points", "2"]) == 0
     return out
 
 
@@ -237,6 +242,12 @@ def test_overwrite_leaves_only_the_new_run_and_the_users_files_whatever_the_mani
     assert sorted(p.name for p in (copy / "tickets").iterdir()) == ["level_00.pt"]
     assert not {*mine, "ticket_level_01.pt"} & listed(copy)
     assert RunFolder(copy).levels_done == 1
+    # Every file of the old run is gone (instability.csv, the figures, the exported ticket...) but the new run's own
+    assert files_in(copy) == files_in(fresh_other) | set(mine)
+
+
+def files_in(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,22 +414,29 @@ def test_a_tensor_file_holding_non_finite_numbers_is_named_not_blamed_on_the_lea
     assert "learning_rate" not in error and tree(copy) == before
 
 
-@pytest.mark.skipif(runs.fcntl is None, reason="run folders are locked with flock, a POSIX call")
+@pytest.mark.skipif(file_io.fcntl is None, reason="run folders are locked with flock, a POSIX call")
 def test_where_the_folder_itself_cannot_be_locked_run_lock_keeps_a_second_run_out(tmp_path, monkeypatch):
-    real_flock = runs.fcntl.flock
+    real_flock = file_io.fcntl.flock
 
     def no_folder_locks(fd, operation):  # as on NFS, where a folder opened to read cannot be locked
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             raise OSError(errno.EBADF, "Bad file descriptor")
         return real_flock(fd, operation)
 
-    monkeypatch.setattr(runs.fcntl, "flock", no_folder_locks)
+    monkeypatch.setattr(file_io.fcntl, "flock", no_folder_locks)
     with RunFolder.open(tmp_path / "run", CFG):
         assert (tmp_path / "run" / "run.lock").is_file()
         with pytest.raises(RunFolderError, match="is in use by another run"):
             RunFolder.open(tmp_path / "run", CFG)
     with RunFolder.open(tmp_path / "run", CFG):  # closed: free again
         pass
+    with RunFolder.open(tmp_path / "run", CFG, overwrite=True):  # the lock is held on run.lock: overwrite keeps it
+        assert (tmp_path / "run" / "run.lock").is_file()
+        with pytest.raises(RunFolderError, match="is in use by another run"):
+            RunFolder.open(tmp_path / "run", CFG)
+    monkeypatch.setattr(file_io.fcntl, "flock", real_flock)
+    RunFolder.open(tmp_path / "run", CFG, overwrite=True).close()  # held on the folder: run.lock is a file to clear
+    assert not (tmp_path / "run" / "run.lock").exists()
 
 
 def test_duplicate_rows_of_a_level_are_named_even_when_progress_counts_them(copy):

@@ -48,13 +48,19 @@ def test_dead_units_counts_units_without_weights():
     masks["fc1"][7] = 0
     masks["fc2"][:, [7, 8, 9]] = 0
     masks["fc3"][:, 0] = 0
-    assert dead_units(masks) == {
+    assert dead_units(masks) == {  # fc1 unit 7 has neither weights in nor out: it counts once, as dead in
         "dead_inputs": 2,
         "fc1_dead_in": 1,
-        "fc1_dead_out": 3,
+        "fc1_dead_out": 2,
         "fc2_dead_in": 0,
         "fc2_dead_out": 1,
     }
+
+
+def test_each_dead_unit_counts_once_in_layers_one_unit_wide():
+    masks = {name: torch.zeros(shape) for name, shape in layer_shapes(1, 1).items()}
+    dead = dead_units(masks)
+    assert dead["fc1_dead_in"] + dead["fc1_dead_out"] == 1 and dead["fc2_dead_in"] + dead["fc2_dead_out"] == 1
 
 
 def test_a_ticket_saved_in_its_smallest_form_loads_to_the_same_outputs(tmp_path, mnist):
