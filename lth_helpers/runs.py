@@ -162,6 +162,13 @@ class RunFolder:
                 f"choose another folder or pass --overwrite to replace it"
             )
         self._read_manifest()  # a run folder has one from its start: missing or unreadable, the folder is damaged
+        if saved.rewind_iteration and self.format < 2 and self.levels_done <= saved.rounds:
+            raise RunFolderError(
+                f"{self.path} holds an unfinished late-rewinding run of an older version of this tool, whose pruned "
+                f"levels trained {saved.iterations:,} iterations after the rewind where this one trains from iteration "
+                f"{saved.rewind_iteration:,} to {saved.iterations:,}: it cannot be resumed alike; pass --overwrite to "
+                f"start it afresh, or choose another folder"
+            )
         return False
 
     def check_state(self) -> None:
@@ -172,14 +179,15 @@ class RunFolder:
             self.load(INIT)
         if done:
             self.results(), self.curves()
-            for name, needed in ((REWIND, cfg.rewind_iteration), (DENSE, "one_shot" in cfg.controls)):
-                if needed or self.exists(name):
-                    self.load(name)
+            self.load(DENSE)  # every later level's masks are cut with the trained dense networks at hand
+            if cfg.rewind_iteration or self.exists(REWIND):
+                self.load(REWIND)
         for level in range(min(done, cfg.rounds) + 1 if done or self.exists(masks_file(0)) else 0):
             self.load_masks(level)
+        fine_tunes = any(c.endswith(":fine_tune") for c in cfg.controls)  # the next level starts from trained/
         for level in range(done):
             self.load(ticket_file(level))
-            if self.exists(trained_file(level)):
+            if self.exists(trained_file(level)) or (fine_tunes and level == done - 1 < cfg.rounds):
                 self.load(trained_file(level))
 
     def _hold(self) -> None:

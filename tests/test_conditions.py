@@ -3,6 +3,8 @@ stack of conditions trains each network as it would train alone."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from lth_helpers import conditions
 from lth_helpers.conditions import MASK_RULES, START_RULES, canonical, parse
 from lth_helpers.config import Config, ConfigError, make_config
 from lth_helpers.experiment import derive_seed, level_networks, run_experiment
+from lth_helpers.files import RunFolderError
 from lth_helpers.model import LAYERS, init_params, init_std, select
 from lth_helpers.pruning import build_model, count_remaining
 from lth_helpers.runs import RunFolder
@@ -155,3 +158,34 @@ def test_a_stack_of_every_start_rule_trains_each_network_as_it_would_train_alone
         alone, _ = experiment._train_level(cfg, level, networks[i : i + 1], tiny_data, progress=False)
         for key, value in alone.params.items():
             torch.testing.assert_close(together.params[key][j : j + 1], value, rtol=1e-3, atol=1e-4)
+
+
+def test_an_unfinished_late_rewinding_run_of_the_older_rule_is_refused_and_a_finished_one_still_reads(
+    tmp_path, tiny_data, monkeypatch
+):
+    """Runs made before pruned levels trained from k to T trained k + T iterations after a late rewind: resuming one
+    under the new rule would mix the two, so it is refused; a finished one reads as what it is."""
+    cfg = tiny_config(rewind_iteration=5, rounds=2, trials=1, controls=("reinit",))
+    real_train = experiment.train_networks
+
+    def stops_at_level_2(*args, desc, **kwargs):
+        if desc == "level 2":
+            raise experiment.DivergenceError(network=0, iteration=3)
+        return real_train(*args, desc=desc, **kwargs)
+
+    for name, stop in (("cut", True), ("whole", False)):
+        with monkeypatch.context() as patch:
+            if stop:
+                patch.setattr(experiment, "train_networks", stops_at_level_2)
+            try:
+                run_experiment(cfg, tmp_path / name, tiny_data, progress=False)
+            except experiment.ExperimentError:
+                pass
+        config = tmp_path / name / "config.json"
+        config.write_text(re.sub(r',\s*"format": 2', "", config.read_text()))  # as the older version wrote it
+    before = {p: p.read_bytes() for p in (tmp_path / "cut").rglob("*") if p.is_file()}
+    with pytest.raises(RunFolderError, match="older version.*from iteration 5 to 30.*--overwrite"):
+        run_experiment(cfg, tmp_path / "cut", tiny_data, progress=False)
+    assert before == {p: p.read_bytes() for p in (tmp_path / "cut").rglob("*") if p.is_file()}
+    assert RunFolder(tmp_path / "whole").format == 1
+    assert len(run_experiment(cfg, tmp_path / "whole", tiny_data, progress=False)) == 1 + 2 * 2
