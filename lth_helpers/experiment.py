@@ -253,7 +253,7 @@ def _train_level(
 def level_rows(
     level: int, networks: list[Network], result: TrainResult, train_metrics: dict[str, torch.Tensor]
 ) -> list[dict]:
-    """One results.csv row per network of the level (its columns: runs.TABLE_COLUMNS)."""
+    """One results.csv row per network of the level (its columns: tables.TABLE_COLUMNS, checked as it is written)."""
     total_weights = sum(m.numel() for m in networks[0].masks.values())
     val_loss = result.metrics["val_loss"]
     best = val_loss.argmin(dim=0)  # first evaluation with the lowest validation loss, per network
