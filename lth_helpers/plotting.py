@@ -369,7 +369,7 @@ def plot_instability(paths: pd.DataFrame, pairs: pd.DataFrame, stable_below: flo
             ax.set_axis_off()
     copies = pairs.groupby(["level", "condition", "rewind_iteration"]).size().max()  # pairs per network
     fig.suptitle(
-        "Error along the straight path between two copies trained with different batch orders"
+        "Error along the straight path between two copies\ntrained with different batch orders"
         + (f" (mean ± std of {copies} pairs of copies)" if copies > 1 else "")
     )
     return fig
