@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 from . import data as datasets
-from .config import CONDITIONS, Config, ConfigError, check_memory, resolve_device
+from .config import CONDITIONS, Config, ConfigError, check_memory, memory_needed, resolve_device
 from .data import DataError, MNISTSplits, load_mnist
 from .experiment import ExperimentError, check_data, derive_seed, level_networks
 from .flags import add_data_flags, fail, one_line
@@ -213,7 +213,7 @@ def check_request(
         cfg = finished_config(run_dir)
         folder = RunFolder(run_dir)
         RunFolder.check(run_dir, cfg)  # a link on the way to a file of the run, masks/ or tickets/ a file
-        for name in (TABLE, FIGURE, f"{TABLE}.tmp", f"{FIGURE}.tmp"):
+        for name in (TABLE, FIGURE):
             folder.exists(name)  # a link where the analysis writes
         keys = wanted_pairs(cfg, levels, rewind_iterations, points, folder.results(), pairs, conditions)
     except DamagedFileError:
@@ -300,12 +300,13 @@ def _whole(value: object) -> bool:
 def _check_fits(cfg: Config, keys: list, device: torch.device) -> None:
     """InstabilityError if the copies of `keys`, trained in one stack, cannot fit in `device`'s memory."""
     copies = 2 * len(keys)
-    try:  # the copies weigh what as many trials of a run's dense level do
-        check_memory(dataclasses.replace(cfg, trials=copies, rounds=0), device)
-    except ConfigError as error:
+    as_trials = dataclasses.replace(cfg, trials=copies, rounds=0)  # the copies weigh what as many dense trials do
+    try:
+        check_memory(as_trials, device)
+    except ConfigError:
         raise InstabilityError(
-            f"the {copies} copies to train do not fit in {device.type} memory ({error}); "
-            f"ask for fewer pairs, levels or rewind iterations"
+            f"the {copies} copies to train need about {memory_needed(as_trials) / 2**30:,.1f} GiB, more than "
+            f"{device.type} has; ask for fewer pairs, levels or rewind iterations"
         ) from None
 
 
