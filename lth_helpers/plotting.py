@@ -361,7 +361,7 @@ def plot_instability(paths: pd.DataFrame, pairs: pd.DataFrame, stable_below: flo
             ax.minorticks_off()
             ax.set_xlabel("rewind iteration (the copies' start)")
             ax.set_ylabel(f"instability (points of {split} error)")
-            ax.set_title(f"Dense: {split} instability against rewind iteration")
+            ax.set_title(f"dense network: {split} instability")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     for i in range(n_panels, blocks * columns):
