@@ -204,11 +204,11 @@ def check_request(
     rewind_iterations: list[int] | None,
     device: torch.device,
 ) -> tuple[Config, list[tuple[int, str, int, int, int]]]:
-    """The finished run's config and the pairs of copies to analyse, as KEYS; reads every file of the analysis's
-    through RunFolder's checked reads and writes nothing. Raises InstabilityError for bad input: not a finished run
-    folder (a copy of a run's tables included), a symbolic link on the way to a file the analysis reads or writes,
-    a level, condition or rewind iteration the run lacks, points, pairs or a stack of copies out of bounds;
-    DamagedFileError for a damaged file; InstabilityFault for one this process may not read."""
+    """The finished run's config and the pairs of copies to analyse, as KEYS; reads the run's config, progress and
+    results through RunFolder's checked reads, and writes nothing. Raises InstabilityError for bad input: not a
+    finished run folder (a copy of a run's tables included), a symbolic link on the way to a file the analysis reads
+    or writes, a level, condition or rewind iteration the run lacks, points, pairs or a stack of copies out of
+    bounds; DamagedFileError for a damaged file; InstabilityFault for one this process may not read."""
     try:
         cfg = finished_config(run_dir)
         folder = RunFolder(run_dir)
