@@ -187,7 +187,7 @@ def instability_analysis(
                 table = pd.concat([kept, new], ignore_index=True) if len(kept) else new
             table = table.sort_values([*KEYS, "point"], ignore_index=True)
             figure = io.BytesIO()  # drawn before either file is written: a figure that fails writes nothing
-            plot_instability(table, pair_instability(table), STABLE_BELOW).savefig(figure, format="png", dpi=120)
+            plot_instability(table, STABLE_BELOW).savefig(figure, format="png", dpi=120)
             _write_both(run, table.to_csv(index=False).encode(), figure.getvalue(), before)
     except OSError as error:  # a folder or file this process may not read
         raise InstabilityFault(f"{one_line(error)}; the analysis wrote nothing") from None

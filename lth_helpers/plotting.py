@@ -308,12 +308,14 @@ def plot_inference(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_instability(paths: pd.DataFrame, pairs: pd.DataFrame, stable_below: float) -> Figure:
+def plot_instability(paths: pd.DataFrame, stable_below: float = 2.0) -> Figure:
     """The instability analysis (instability.py): error along the straight path between two copies trained with
     different batch orders, one panel per level (every condition; the dense network from each rewind iteration), the
     test split above the training split; lines are means over every pair of copies (of every trial), bands ± std.
     With several rewind iterations, a last panel of the dense network's instability against the rewind iteration,
-    mean ± std as error bars, with `stable_below` drawn. `pairs` is instability.pair_instability(paths)."""
+    mean ± std as error bars, with `stable_below` (instability.STABLE_BELOW, the paper's 2 points) drawn. `paths` is
+    an instability.csv table (instability.instability_analysis)."""
+    pair = ["level", "condition", "rewind_iteration", "trial", "pair"]  # one pair of copies
     levels = sorted(paths.level.unique())
     dense_starts = sorted(paths[paths.level == 0].rewind_iteration.unique())
     n_panels = len(levels) + (len(dense_starts) > 1)
@@ -351,9 +353,11 @@ def plot_instability(paths: pd.DataFrame, pairs: pd.DataFrame, stable_below: flo
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     if len(dense_starts) > 1:
-        dense = pairs[pairs.level == 0]
-        for ax, column, split in zip(panels[len(levels)], ("instability", "train_instability"), ("test", "training")):
-            stats = dense.groupby("rewind_iteration")[column].agg(["mean", "std"]).fillna(0)
+        dense = paths[paths.level == 0].sort_values("point").groupby(list(pair))
+        for ax, column, split in zip(panels[len(levels)], ("test_error", "train_error"), ("test", "training")):
+            errors = dense[column]
+            instability = errors.max() - (errors.first() + errors.last()) / 2  # one per pair: the paper's definition
+            stats = instability.groupby("rewind_iteration").agg(["mean", "std"]).fillna(0)
             ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, color=STYLE["ticket"][0])
             ax.axhline(stable_below, color="grey", linestyle="--", linewidth=1, label=f"stable below {stable_below:g}")
             ax.set_xscale("symlog", linthresh=max(1, min(k for k in dense_starts if k > 0)))
@@ -367,7 +371,7 @@ def plot_instability(paths: pd.DataFrame, pairs: pd.DataFrame, stable_below: flo
     for i in range(n_panels, blocks * columns):
         for ax in grid[2 * (i // columns) : 2 * (i // columns) + 2, i % columns]:
             ax.set_axis_off()
-    copies = pairs.groupby(["level", "condition", "rewind_iteration"]).size().max()  # pairs per network
+    copies = paths.drop_duplicates(pair).groupby(pair[:-2]).size().max()  # pairs of copies per network and start
     fig.suptitle(
         "Error along the straight path between two copies\ntrained with different batch orders"
         + (f" (mean ± std of {copies} pairs of copies)" if copies > 1 else "")
