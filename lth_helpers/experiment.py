@@ -118,7 +118,7 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
     for level in tqdm(range(first, n_levels), desc="levels", total=n_levels, initial=first, disable=not progress):
         masks = run.load_masks(level)
         rewind_point = run.load(REWIND) if level and cfg.rewind_iteration else theta_0
-        trained = _cut_from(cfg, run, level)
+        trained = cut_from(cfg, run, level)
         networks = level_networks(cfg, level, rewind_point, masks, trained)
         result, train_metrics = _train_level(cfg, level, networks, data, progress)
         ticket = select(result.params, [i for i, net in enumerate(networks) if net.condition == "ticket"])
@@ -168,7 +168,7 @@ def _fine_tunes(cfg: Config) -> bool:
     return any(parse(c).start == "fine_tune" for c in cfg.controls)
 
 
-def _cut_from(cfg: Config, run: RunFolder, level: int) -> dict[str, Params] | None:
+def cut_from(cfg: Config, run: RunFolder, level: int) -> dict[str, Params] | None:
     """The trained weights that the level's masks were cut from, for fine-tuning: the previous level's trained
     tickets (`ticket`) and the trained dense networks (`dense`); None where no condition fine-tunes."""
     if not level or not _fine_tunes(cfg):
@@ -184,7 +184,7 @@ def level_networks(
     trained: dict[str, Params] | None = None,
 ) -> list[Network]:
     """The ticket of every trial, then (after level 0) each control of every trial: its mask rule's mask, its start
-    rule's weights. `trained` (see _cut_from) is needed only where a control fine-tunes."""
+    rule's weights. `trained` (see cut_from) is needed only where a control fine-tunes."""
     networks = []
     for condition in cfg.level_conditions(level):
         rule = parse(condition)

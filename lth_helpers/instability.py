@@ -1,34 +1,41 @@
 """Instability analysis of a finished run (Frankle, Dziugaite, Roy & Carbin, ICML 2020, "Linear Mode Connectivity and
 the Lottery Ticket Hypothesis"): why rewinding to theta_0 works on LeNet.
 
-    paths = instability_analysis(Path("runs/seed"), data, levels=[0, 5])   # writes instability.csv and .png
+    lines = analyse(Path("runs/seed"), levels=[0, 5], pairs=3)        # writes instability.csv and .png; lines to print
+    paths = instability_analysis(Path("runs/seed"), data, levels=[0, 5])  # the same on data already loaded
     pair_instability(paths)                                             # one row per pair of copies
 
-    python -m lth_helpers instability runs/seed --levels 0,5 --points 25 --rewind-iterations 0,100,500
+    python -m lth_helpers instability runs/seed --levels 0,5 --points 25 --pairs 3 --rewind-iterations 0,100,500
 
 A network is *stable* at a point of training when two copies trained on from there with different batch orders end in
 minima joined by a straight path of no higher error. Instability is the largest test error along the path between the
 two copies' final weights minus the mean of the two ends' errors (the paper's definition, Section 2); the paper calls a
 network stable when that is under 2 points, and finds that iterative magnitude pruning finds matching subnetworks just
-where they are stable, and LeNet on MNIST stable already at initialization.
+where they are stable, and LeNet on MNIST stable already at initialization. The same is measured on the training split
+beside it; test error stays the headline number, as in the paper.
 
-For each chosen level, condition (the ticket and the run's controls; level 0: the dense network) and trial, two copies
-start where that network started in the run: its rewind point (reinit: its fresh initialization) and its mask. Each
-trains for the config's `iterations` with a batch order of its own, as the run's levels train from their rewind point;
-every copy of every pair trains in one stack. The `points` evenly spaced points of every straight path,
-(1 - a) W_1 + a W_2 with the mask applied, are networks too, evaluated on the test set as one stack (in slices of at
-most PATH_STACK networks, which bounds the memory). The dense network can also start from other iterations k of its
-own training (`rewind_iterations`): its weights after k iterations, replayed from theta_0 with the run's level-0
-batch order.
+For each chosen level, condition (the ticket and the run's controls; level 0: the dense network) and trial, `pairs`
+pairs of copies start where that network started in the run (its start rule: the rewind point, a fresh draw, ...)
+with its mask, at the iteration k its level trained from (a pruned level: the rewind iteration). Each copy trains from iteration k to the config's `iterations`, as the run's levels train from
+their rewind point, with a batch order of its own (the batches of iterations k onwards); the copies that start from
+one iteration train in one stack. The `points` evenly spaced points of every straight path, (1 - a) W_1 + a W_2 with
+the mask applied, are networks too, evaluated on the test and training splits as one stack (in slices of at most
+PATH_STACK networks, the training split in chunks of images, which bounds the memory). The dense network can also
+start from other iterations k of its own training (`rewind_iterations`): its weights after k iterations, replayed from
+theta_0 with the run's level-0 batch order.
 
 instability.csv holds one row per point of every path. A rerun reuses the paths already there (with the same number of
-points) and computes only the missing ones: asking for another level costs that level alone.
+points) and computes only the missing ones: asking for another level costs that level alone. An instability.csv that
+is not this tool's table, or holds values no analysis writes, is computed again and replaced. instability.csv and
+instability.png are written as a set: both, or neither (the ones before are then left as they were).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import dataclasses
+import io
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,32 +43,46 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.figure import Figure
 
 from . import conditions
-from .config import CONDITIONS, Config, ConfigError, resolve_device
-from .data import DataError, MNISTSplits, data_dir, load_mnist
-from .experiment import ExperimentError, check_data, derive_seed, level_networks
-from .files import DamagedFileError, RunFolderError
-from .flags import add_data_flags, fail
+from . import data as datasets
+from .conditions import start_iteration
+from .config import Config, ConfigError, check_memory, memory_needed, resolve_device
+from .data import DataError, MNISTSplits, load_mnist
+from .experiment import ExperimentError, check_data, cut_from, derive_seed, level_networks
+from .files import DamagedFileError, RunFolderError, WriteError, read_checked
+from .flags import add_data_flags, fail, one_line
 from .model import Params, StackedMLP, concat, layer_shapes, select, to_device
-from .plotting import curve_levels
+from .plotting import curve_levels, plot_instability
 from .pruning import Masks, build_model, full_masks
 from .report import format_percent, mean_std
-from .runs import INIT, REWIND, RunFolder
+from .runs import INIT, PROGRESS, REWIND, RunFolder
+from .tables import RESULTS
 from .training import DIVERGED, DivergenceError, Evaluator, train_networks
 
 POINTS = 25  # evenly spaced points along each straight path, both ends included
+MAX_POINTS = 1000  # a path sampled finer than this shows nothing more; a typo of a few zeros costs hours instead
+MAX_PAIRS = 100  # pairs of copies per network: the spread over pairs is well measured long before this
 STABLE_BELOW = 2.0  # points of test error: the paper's threshold for a stable network
 TABLE, FIGURE = "instability.csv", "instability.png"
-KEYS = ("level", "condition", "trial", "rewind_iteration")  # one pair of copies
-COLUMNS = (*KEYS, "percent_remaining", "point", "alpha", "test_error", "test_loss")
+NETWORK = ("level", "condition", "trial", "rewind_iteration")  # one network of the run and where its copies start
+KEYS = (*NETWORK, "pair")  # one pair of copies
+SPLITS = ("test", "train")  # test first: the headline number
+COLUMNS = (*KEYS, "percent_remaining", "point", "alpha", "test_error", "test_loss", "train_error", "train_loss")
 PATH_STACK = 128  # path networks evaluated at once: about 1 MB of weights each
+TRAIN_CHUNK = 5000  # training images evaluated at once on a GPU: PATH_STACK networks' activations stay under 1 GB
 PROGRESS_UPDATES = 10  # evaluations while the copies train, at most: each moves the progress bar
+BOTH = f"{TABLE} and {FIGURE}"
 
 
-class InstabilityError(ValueError):
-    """An analysis that cannot be run as asked: not a finished run folder, a level it lacks, a bad count. One line."""
+class InstabilityError(ConfigError):
+    """An analysis that cannot be run as asked (exit status 2, nothing written): not a finished run folder, a
+    symbolic link where a file of the analysis lies, a level it lacks, a count out of bounds. One line."""
+
+
+class InstabilityFault(RunFolderError):
+    """The run folder could not be read or the analysis's files written (exit status 1); the message is one line and
+    says what is on disk."""
 
 
 @dataclass
@@ -71,13 +92,48 @@ class Pair:
     level: int
     condition: str
     trial: int
-    rewind_iteration: int  # the iteration of training the copies start from (reinit: its fresh initialization, 0)
+    rewind_iteration: int  # the iteration of training the copies start from, as the run's level did
     start: Params  # a stack of one
     masks: Masks  # a stack of one
+    pair: int = 0  # which of the network's pairs of copies
 
     @property
-    def key(self) -> tuple[int, str, int, int]:
-        return self.level, self.condition, self.trial, self.rewind_iteration
+    def key(self) -> tuple[int, str, int, int, int]:
+        return self.level, self.condition, self.trial, self.rewind_iteration, self.pair
+
+
+def analyse(
+    run_dir: Path | str,
+    *,
+    levels: list[int] | None = None,
+    conditions: list[str] | None = None,
+    points: int = POINTS,
+    pairs: int = 1,
+    rewind_iterations: list[int] | None = None,
+    data_dir: str | Path | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[str]:
+    """The instability analysis of the finished run in `run_dir`, from the arguments of the command line to the lines
+    it prints: checks the request, loads MNIST from `data_dir` onto `device`, runs instability_analysis (which writes
+    instability.csv and instability.png) and returns the table and sentences that read it.
+
+    Raises, every one of them in one line: InstabilityError (a ConfigError) for bad input, before MNIST is loaded or
+    anything written; InstabilityFault or another RunFolderError for a run folder that cannot be read, is damaged or
+    in use, or files that cannot be written; DataError for MNIST missing or damaged; ExperimentError when a copy
+    diverges.
+    """
+    run_dir = Path(run_dir)
+    on = resolve_device(device)
+    request = dict(
+        levels=levels, conditions=conditions, points=points, pairs=pairs, rewind_iterations=rewind_iterations
+    )
+    cfg, _ = check_request(run_dir, device=on, **request)  # bad input costs nothing: MNIST is not loaded yet
+    data = load_mnist(datasets.data_dir(data_dir), cfg.val_size, on)
+    paths = instability_analysis(run_dir, data, progress=progress, **request)
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        table = instability_table(paths).to_string()
+    return [table, *instability_conclusions(paths), f"{BOTH} are in {run_dir}"]
 
 
 def instability_analysis(
@@ -85,48 +141,99 @@ def instability_analysis(
     data: MNISTSplits,
     *,
     levels: list[int] | None = None,
+    conditions: list[str] | None = None,
     points: int = POINTS,
+    pairs: int = 1,
     rewind_iterations: list[int] | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Analyse `levels` of the finished run in `run_dir` (default: the levels nearest the paper's Figure 3 sparsities)
-    and write instability.csv and instability.png into it; returns the table (every path in the file).
+    """Analyse `levels` of the finished run in `run_dir` (default: the levels nearest the paper's Figure 3 sparsities),
+    `pairs` pairs of copies of each of its networks (its `conditions` at pruned levels, default all), and write
+    instability.csv and instability.png into it, both or neither; returns the table (every path in the file).
 
     `rewind_iterations` (default: the run's own rewind point) are the iterations the dense network's copies start
     from; given, level 0 is analysed whether or not `levels` names it. Raises InstabilityError, before anything is
-    computed or written, for a folder that is not a finished run, a level it lacks, fewer than 2 points or a rewind
-    iteration outside the training; RunFolderError for a damaged folder or one in use; ExperimentError when a copy
-    diverges (nothing is written then either).
+    computed or written, for bad input (see check_request); InstabilityFault or another RunFolderError for a folder
+    that cannot be read, is damaged or in use, or a failed write (the files before are then left as they were);
+    ExperimentError when a copy diverges (nothing is written then either).
     """
     run_dir = Path(run_dir)
-    cfg = finished_config(run_dir)
+    cfg, keys = check_request(
+        run_dir,
+        levels=levels,
+        conditions=conditions,
+        points=points,
+        pairs=pairs,
+        rewind_iterations=rewind_iterations,
+        device=data.train_x.device,
+    )
     check_data(cfg, data)
-    with RunFolder.open(run_dir, cfg) as run:
-        keys = wanted_pairs(cfg, levels, rewind_iterations, points, run.results())
-        table = _earlier_paths(run)
-        counts = table.groupby(list(KEYS)).point.count() if len(table) else pd.Series()
-        missing = [key for key in keys if counts.get(key) != points]
-        if missing:
-            pairs = _pairs(cfg, run, data, missing, progress)
-            new = path_table(pairs, train_copies(cfg, pairs, data, progress), data, points)
-            kept = table[~table.set_index(list(KEYS)).index.isin(missing)] if len(table) else table
-            table = pd.concat([kept, new], ignore_index=True) if len(kept) else new
-        table = table.sort_values([*KEYS, "point"], ignore_index=True)
-        figure = plot_instability(table)
-        run.write(TABLE, lambda tmp: table.to_csv(tmp, index=False))
-        run.write(FIGURE, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
+    try:
+        with RunFolder.open(run_dir, cfg) as run:
+            before = read_checked(run.path / TABLE, Path.read_bytes) if run.exists(TABLE) else None
+            table = _earlier_paths(before, cfg)
+            counts = table.groupby(list(KEYS)).point.count() if len(table) else pd.Series()
+            missing = [key for key in keys if counts.get(key) != points]
+            if missing:
+                chosen = _pairs(cfg, run, data, missing, progress)
+                new = path_table(chosen, train_copies(cfg, chosen, data, progress), data, points)
+                kept = table[~table.set_index(list(KEYS)).index.isin(missing)] if len(table) else table
+                table = pd.concat([kept, new], ignore_index=True) if len(kept) else new
+            table = table.sort_values([*KEYS, "point"], ignore_index=True)
+            figure = io.BytesIO()  # drawn before either file is written: a figure that fails writes nothing
+            plot_instability(table, STABLE_BELOW).savefig(figure, format="png", dpi=120)
+            _write_both(run, table.to_csv(index=False).encode(), figure.getvalue(), before)
+    except OSError as error:  # a folder or file this process may not read
+        raise InstabilityFault(f"{one_line(error)}; the analysis wrote nothing") from None
     return table
 
 
+def check_request(
+    run_dir: Path,
+    *,
+    levels: list[int] | None,
+    conditions: list[str] | None,
+    points: int,
+    pairs: int,
+    rewind_iterations: list[int] | None,
+    device: torch.device,
+) -> tuple[Config, list[tuple[int, str, int, int, int]]]:
+    """The finished run's config and the pairs of copies to analyse, as KEYS; reads the run's config, progress and
+    results through RunFolder's checked reads, and writes nothing. Raises InstabilityError for bad input: not a
+    finished run folder (a copy of a run's tables included), a symbolic link on the way to a file the analysis reads
+    or writes, a level, condition or rewind iteration the run lacks, points, pairs or a stack of copies out of
+    bounds; DamagedFileError for a damaged file; InstabilityFault for one this process may not read."""
+    try:
+        cfg = finished_config(run_dir)
+        folder = RunFolder(run_dir)
+        RunFolder.check(run_dir, cfg)  # a link on the way to a file of the run, masks/ or tickets/ a file
+        for name in (TABLE, FIGURE):
+            folder.exists(name)  # a link where the analysis writes
+        keys = wanted_pairs(cfg, levels, rewind_iterations, points, folder.results(), pairs, conditions)
+    except DamagedFileError:
+        raise
+    except RunFolderError as error:  # what RunFolder refuses before anything is read: a link, a file for a folder
+        raise InstabilityError(str(error)) from None
+    except OSError as error:
+        raise InstabilityFault(f"{one_line(error)}; the analysis wrote nothing") from None
+    _check_fits(cfg, keys, device)
+    return cfg, keys
+
+
 def finished_config(run_dir: Path) -> Config:
-    """The config of the finished run in `run_dir`; InstabilityError for a folder that holds none, or an unfinished
-    one (RunFolderError for a damaged config.json or progress.json)."""
+    """The config of the finished run in `run_dir`; InstabilityError for a folder that holds none, a copy of a run's
+    tables, or an unfinished run (RunFolderError for a damaged config.json or progress.json, or a link)."""
     if not run_dir.is_dir():
         raise InstabilityError(f"{run_dir} is not a folder; give a finished run folder")
     folder = RunFolder(run_dir)
     cfg = folder.saved_config()
     if cfg is None:
         raise InstabilityError(f"{run_dir} is not a run folder (it has no config.json)")
+    if not folder.exists(PROGRESS) and folder.exists(RESULTS):
+        raise InstabilityError(
+            f"{run_dir} holds a {RESULTS} but no {PROGRESS}: a copy of a run's tables (as in docs/results), with "
+            f"no weights or masks to analyse; give the run folder it came from"
+        )
     if folder.levels_done < cfg.rounds + 1:
         raise InstabilityError(
             f"{run_dir} is not finished ({folder.levels_done} of {cfg.rounds + 1} levels); "
@@ -136,17 +243,31 @@ def finished_config(run_dir: Path) -> Config:
 
 
 def wanted_pairs(
-    cfg: Config, levels: list[int] | None, rewind_iterations: list[int] | None, points: int, results: pd.DataFrame
-) -> list[tuple[int, str, int, int]]:
-    """The pairs to analyse, as (level, condition, trial, rewind_iteration); InstabilityError for bad arguments."""
-    if not _whole(points) or points < 2:
-        raise InstabilityError(f"points must be a whole number of at least 2 (both ends of the path), got {points!r}")
+    cfg: Config,
+    levels: list[int] | None,
+    rewind_iterations: list[int] | None,
+    points: int,
+    results: pd.DataFrame,
+    pairs: int = 1,
+    conditions: list[str] | None = None,
+) -> list[tuple[int, str, int, int, int]]:
+    """The pairs of copies to analyse, as KEYS (level, condition, trial, rewind_iteration, pair); InstabilityError
+    for bad arguments: each is bounded, so that a typo is refused before anything trains."""
+    if not _whole(points) or not 2 <= points <= MAX_POINTS:
+        raise InstabilityError(
+            f"points must be a whole number from 2 (both ends of the path) to {MAX_POINTS}, got {points!r}"
+        )
+    if not _whole(pairs) or not 1 <= pairs <= MAX_PAIRS:
+        raise InstabilityError(f"pairs must be a whole number from 1 to {MAX_PAIRS}, got {pairs!r}")
     levels = curve_levels(results) if levels is None else levels
     if not levels:
         raise InstabilityError(f"no level to analyse; name levels of this run, 0 to {cfg.rounds}")
     for level in levels:
         if not _whole(level) or not 0 <= level <= cfg.rounds:
             raise InstabilityError(f"level {level!r} is not a level of this run (0 to {cfg.rounds})")
+    analysed = ("ticket", *cfg.controls)
+    if conditions is not None and (not conditions or not set(conditions) <= set(analysed)):
+        raise InstabilityError(f"conditions must name some of this run's {', '.join(analysed)}, got {conditions!r}")
     if rewind_iterations == []:
         raise InstabilityError(f"no rewind iteration given; name iterations of training, 0 to {cfg.iterations - 1}")
     for k in rewind_iterations or ():
@@ -154,42 +275,110 @@ def wanted_pairs(
             raise InstabilityError(
                 f"rewind iteration {k!r} is not an iteration of training (0 to {cfg.iterations - 1})"
             )
-    keys = []
+    networks = []
     for level in sorted(set(levels) | ({0} if rewind_iterations else set())):
         if level == 0:
-            keys += [
-                (0, "ticket", t, k)
-                for k in sorted(set(rewind_iterations or [cfg.rewind_iteration]))
-                for t in range(cfg.trials)
-            ]
+            starts = sorted(set(rewind_iterations or [cfg.rewind_iteration]))
+            networks += [(0, "ticket", t, k) for k in starts for t in range(cfg.trials)]
             continue
-        for condition in ("ticket", *cfg.controls):
-            start = 0 if condition == "reinit" else cfg.rewind_iteration
-            keys += [(level, condition, t, start) for t in range(cfg.trials)]
-    return keys
+        for condition in [c for c in analysed if conditions is None or c in conditions]:
+            networks += [(level, condition, t, start_iteration(cfg.rewind_iteration, level)) for t in range(cfg.trials)]
+    return [(*network, pair) for network in networks for pair in range(pairs)]
 
 
 def _whole(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _earlier_paths(run: RunFolder) -> pd.DataFrame:
-    """The paths of earlier analyses in instability.csv; none when it is absent or not such a table (damaged, or
-    edited): every path is then computed again, and the file replaced."""
-    file = run.path / TABLE
+def _check_fits(cfg: Config, keys: list, device: torch.device) -> None:
+    """InstabilityError if the copies of `keys`, trained in one stack, cannot fit in `device`'s memory."""
+    copies = 2 * len(keys)
+    as_trials = dataclasses.replace(cfg, trials=copies, rounds=0)  # the copies weigh what as many dense trials do
     try:
-        table = pd.read_csv(file) if file.exists() else pd.DataFrame()
-    except (OSError, ValueError):
+        check_memory(as_trials, device)
+    except ConfigError:
+        raise InstabilityError(
+            f"the {copies} copies to train need about {memory_needed(as_trials) / 2**30:,.1f} GiB, more than "
+            f"{device.type} has; ask for fewer pairs, levels or rewind iterations"
+        ) from None
+
+
+def _earlier_paths(before: bytes | None, cfg: Config) -> pd.DataFrame:
+    """The paths of earlier analyses in instability.csv (`before`, its bytes); none when it is absent or not a table
+    this tool writes for this run (damaged, edited, or an older layout): every path is then computed again, and the
+    file replaced."""
+    if before is None:
         return pd.DataFrame()
-    numbers = [column for column in COLUMNS if column != "condition"]
-    if (
-        not len(table)
-        or tuple(table.columns) != COLUMNS
-        or not all(pd.api.types.is_numeric_dtype(table[column]) for column in numbers)
-        or not set(table.condition) <= set(CONDITIONS)
-    ):
+    try:
+        table = pd.read_csv(io.BytesIO(before))
+        check_paths(table, cfg)
+    except ValueError:  # pandas' parser errors and undecodable bytes are ValueErrors too
         return pd.DataFrame()
     return table
+
+
+def check_paths(table: pd.DataFrame, cfg: Config) -> None:
+    """Raise ValueError unless `table` is an instability.csv of the run of `cfg`: its columns, whole numbers where
+    counts belong, only levels, conditions, trials and rewind iterations the run has, errors finite in [0, 100] and
+    losses finite, every path's points 0 to n - 1 each once, at alpha = point / (n - 1)."""
+    if tuple(table.columns) != COLUMNS or not len(table):
+        raise ValueError("its columns are not those of instability.csv")
+    for column in set(COLUMNS) - {"condition"}:
+        if not pd.api.types.is_numeric_dtype(table[column]) or not np.isfinite(table[column]).all():
+            raise ValueError(f"its {column} column holds other things than finite numbers")
+    for column in ("level", "trial", "rewind_iteration", "pair", "point"):
+        if not pd.api.types.is_integer_dtype(table[column]):
+            raise ValueError(f"its {column} column holds other things than whole numbers")
+    networks = set(zip(table.level, table.condition, table.trial, table.rewind_iteration))
+    for level, condition, trial, k in networks:
+        if not (
+            0 <= level <= cfg.rounds
+            and condition in cfg.level_conditions(level)
+            and 0 <= trial < cfg.trials
+            and 0 <= k < cfg.iterations
+        ):
+            raise ValueError(f"it has paths of level {level}, condition {condition}, trial {trial}, not the run's")
+    if not table.pair.between(0, MAX_PAIRS - 1).all() or not table.percent_remaining.between(0, 100).all():
+        raise ValueError("its pair or percent_remaining column holds numbers out of range")
+    for split in SPLITS:
+        if not table[f"{split}_error"].between(0, 100).all() or (table[f"{split}_loss"] < 0).any():
+            raise ValueError(f"its {split} errors or losses lie outside [0, 100] or below 0")
+    for _, path in table.groupby(list(KEYS)):
+        n = len(path)
+        if n < 2 or sorted(path.point) != list(range(n)) or not np.allclose(path.alpha, path.point / (n - 1)):
+            raise ValueError("a path's points are not 0 to n - 1, each once, evenly spaced")
+
+
+def _write_both(run: RunFolder, table: bytes, figure: bytes, before: bytes | None) -> None:
+    """Write instability.csv, then instability.png, into the open `run`: both, or neither. A failure (a full disk, a
+    Ctrl-C) after the table puts the table before back (`before`, or none): an InstabilityFault says what is on
+    disk; a KeyboardInterrupt goes on once the table is back."""
+    wrote_table = False
+    try:
+        run.write(TABLE, lambda tmp: tmp.write_bytes(table))
+        wrote_table = True
+        run.write(FIGURE, lambda tmp: tmp.write_bytes(figure))
+    except BaseException as error:
+        state = f"the analysis wrote nothing: {BOTH} are as they were"
+        if wrote_table:
+            try:
+                _put_back(run, before)
+            except BaseException:  # the table could not be put back: say what is there
+                state = f"{TABLE} is this analysis's while {FIGURE} is not; run the same command again to write both"
+        if not isinstance(error, WriteError):
+            raise
+        raise InstabilityFault(
+            f"could not write {error.file}: {error.reason}; {state}: free some space (or fix the permission) and run "
+            f"the same command again"
+        ) from None
+
+
+def _put_back(run: RunFolder, before: bytes | None) -> None:
+    """instability.csv as it was before the analysis: `before`, or none."""
+    if before is None:
+        (run.path / TABLE).unlink(missing_ok=True)  # not a link: check_request refused one
+    else:
+        run.write(TABLE, lambda tmp: tmp.write_bytes(before))
 
 
 def _pairs(cfg: Config, run: RunFolder, data: MNISTSplits, keys: list, progress: bool) -> list[Pair]:
@@ -197,21 +386,21 @@ def _pairs(cfg: Config, run: RunFolder, data: MNISTSplits, keys: list, progress:
     theta_0 = run.load(INIT)
     rewind_point = run.load(REWIND) if cfg.rewind_iteration else theta_0
     dense_masks = full_masks(1, layer_shapes(cfg.fc1_width, cfg.fc2_width))
-    starts: dict[tuple, Pair] = {}
+    starts: dict[tuple, tuple[Params, Masks]] = {}  # by network: (level, condition, trial, rewind_iteration)
     for level in sorted({key[0] for key in keys}):
         if level == 0:
             for k in sorted({key[3] for key in keys if key[0] == 0}):
                 saved = {0: theta_0, cfg.rewind_iteration: rewind_point}  # the others are replayed
                 weights = saved[k] if k in saved else replay_dense(cfg, theta_0, data, k, progress)
                 for t in range(cfg.trials):
-                    starts[0, "ticket", t, k] = Pair(0, "ticket", t, k, select(weights, [t]), dense_masks)
+                    starts[0, "ticket", t, k] = select(weights, [t]), dense_masks
             continue
-        for net in level_networks(cfg, level, rewind_point, run.load_masks(level)):
-            start = 0 if net.condition == "reinit" else cfg.rewind_iteration
-            starts[level, net.condition, net.trial, start] = Pair(
-                level, net.condition, net.trial, start, net.params, net.masks
+        for net in level_networks(cfg, level, rewind_point, run.load_masks(level), cut_from(cfg, run, level)):
+            starts[level, net.condition, net.trial, start_iteration(cfg.rewind_iteration, level)] = (
+                net.params,
+                net.masks,
             )
-    return [starts[key] for key in keys]
+    return [Pair(*key[:4], *starts[key[:4]], pair=key[4]) for key in keys]
 
 
 def replay_dense(cfg: Config, theta_0: Params, data: MNISTSplits, iterations: int, progress: bool = True) -> Params:
@@ -236,59 +425,80 @@ def replay_dense(cfg: Config, theta_0: Params, data: MNISTSplits, iterations: in
 
 
 def copy_seed(cfg: Config, pair: Pair, copy: int) -> int:
-    """The batch order of copy 0 or 1 of `pair`: its own, unlike any of the run's."""
-    return derive_seed(cfg.seed, "instability", *pair.key, copy)
+    """The batch order of copy 0 or 1 of `pair`: its own, unlike any of the run's or another pair's."""
+    network = (pair.level, pair.condition, pair.trial, pair.rewind_iteration)
+    return derive_seed(cfg.seed, "instability", *network, copy, *([pair.pair] if pair.pair else []))
 
 
 def train_copies(cfg: Config, pairs: list[Pair], data: MNISTSplits, progress: bool = True) -> Params:
-    """Train both copies of every pair, all in one stack; returns their final weights (mask applied), the copies of
-    pair i at 2i and 2i + 1."""
+    """Train both copies of every pair from its rewind iteration k to the config's `iterations` (T - k steps, the
+    batches of iterations k onwards), the copies that start from one iteration in one stack; returns their final
+    weights (mask applied), the copies of pair i at 2i and 2i + 1."""
     device = data.train_x.device
-    starts = concat([pair.start for pair in pairs for _ in range(2)])
-    masks = concat([pair.masks for pair in pairs for _ in range(2)])
-    try:
-        result = train_networks(
-            build_model(to_device(starts, device), to_device(masks, device)),
-            data,
-            iterations=cfg.iterations,
-            batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate,
-            eval_every=max(cfg.eval_every, cfg.iterations // PROGRESS_UPDATES),  # evaluations move the bar
-            batch_seeds=[copy_seed(cfg, pair, copy) for pair in pairs for copy in (0, 1)],
-            desc=f"{2 * len(pairs)} copies",
-            progress=progress,
-        )
-    except DivergenceError as error:
-        pair = pairs[error.network // 2]
-        raise ExperimentError(
-            f"training diverged (loss {DIVERGED}) in the instability analysis at level {pair.level}, condition "
-            f"{pair.condition}, trial {pair.trial}, copy {error.network % 2}, iteration {error.iteration}; "
-            f"nothing was written"
-        ) from None
-    return to_device(result.params, "cpu")
+    trained: dict[int, Params] = {}  # by the pair's index in `pairs`
+    for k in sorted({pair.rewind_iteration for pair in pairs}):
+        chosen = [i for i, pair in enumerate(pairs) if pair.rewind_iteration == k]
+        group = [pairs[i] for i in chosen]
+        try:
+            result = train_networks(
+                build_model(
+                    to_device(concat([pair.start for pair in group for _ in range(2)]), device),
+                    to_device(concat([pair.masks for pair in group for _ in range(2)]), device),
+                ),
+                data,
+                iterations=cfg.iterations,
+                start_iteration=k,
+                batch_size=cfg.batch_size,
+                learning_rate=cfg.learning_rate,
+                eval_every=max(cfg.eval_every, (cfg.iterations - k) // PROGRESS_UPDATES),  # evaluations move the bar
+                batch_seeds=[copy_seed(cfg, pair, copy) for pair in group for copy in (0, 1)],
+                desc=f"{2 * len(group)} copies from iteration {k}",
+                progress=progress,
+            )
+        except DivergenceError as error:
+            pair = group[error.network // 2]
+            raise ExperimentError(
+                f"training diverged (loss {DIVERGED}) in the instability analysis at level {pair.level}, condition "
+                f"{pair.condition}, trial {pair.trial}, pair {pair.pair}, copy {error.network % 2}, iteration "
+                f"{error.iteration}; nothing was written"
+            ) from None
+        ends = to_device(result.params, "cpu")
+        for j, i in enumerate(chosen):
+            trained[i] = select(ends, [2 * j, 2 * j + 1])
+    return concat([trained[i] for i in range(len(pairs))])
 
 
 def path_table(pairs: list[Pair], ends: Params, data: MNISTSplits, points: int) -> pd.DataFrame:
-    """Test error (%) and loss at `points` evenly spaced points of the straight path between the two trained copies
-    of every pair (`ends` from train_copies), one row per point."""
+    """Test and training error (%) and loss at `points` evenly spaced points of the straight path between the two
+    trained copies of every pair (`ends` from train_copies), one row per point."""
     alphas = torch.linspace(0, 1, points)
-    errors, losses = [], []
+    device = data.test_x.device
+    columns: dict[str, list[torch.Tensor]] = {f"{split}_{m}": [] for split in SPLITS for m in ("error", "loss")}
     per_slice = max(1, PATH_STACK // points)
     for first in range(0, len(pairs), per_slice):
         chosen = range(first, min(first + per_slice, len(pairs)))
         masks = concat([pair.masks for pair in (pairs[i] for i in chosen)])
         model = path_model(
             select(ends, [2 * i for i in chosen]), select(ends, [2 * i + 1 for i in chosen]), masks, alphas
-        )
-        (loss,), (accuracy,) = Evaluator([(data.test_x, data.test_y)], model.n_networks)(model.to(data.test_x.device))
-        errors.append((100 - accuracy).cpu().view(len(chosen), points))
-        losses.append(loss.cpu().view(len(chosen), points))
-    error, loss = torch.cat(errors), torch.cat(losses)
+        ).to(device)
+        evaluators = {
+            "test": Evaluator([(data.test_x, data.test_y)], model.n_networks),
+            # 55,000 images: in chunks on a GPU too, where the test split goes through at once
+            "train": Evaluator(
+                [(data.train_x, data.train_y)], model.n_networks, TRAIN_CHUNK if device.type == "cuda" else None
+            ),
+        }
+        for split, evaluator in evaluators.items():
+            (loss,), (accuracy,) = evaluator(model)
+            columns[f"{split}_error"].append((100 - accuracy).cpu().view(len(chosen), points))
+            columns[f"{split}_loss"].append(loss.cpu().view(len(chosen), points))
+    values = {name: torch.cat(parts) for name, parts in columns.items()}
     rows = []
     for i, pair in enumerate(pairs):
         percent = 100 * sum(float(m.sum()) for m in pair.masks.values()) / sum(m.numel() for m in pair.masks.values())
         for p, alpha in enumerate(alphas.tolist()):
-            rows.append((*pair.key, percent, p, alpha, float(error[i, p]), float(loss[i, p])))
+            measured = [float(values[name][i, p]) for name in COLUMNS[-4:]]
+            rows.append((*pair.key, percent, p, alpha, *measured))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
@@ -314,11 +524,13 @@ def path_model(first: Params, second: Params, masks: Masks, alphas: torch.Tensor
 
 def pair_instability(paths: pd.DataFrame) -> pd.DataFrame:
     """One row per pair of copies: the test error (%) of each end, the largest on the path, the instability (that
-    largest minus the mean of the ends, in points) and whether it is under STABLE_BELOW."""
+    largest minus the mean of the ends, in points) and whether it is under STABLE_BELOW; and the training split's
+    instability beside it (`train_instability`)."""
     rows = []
     for key, path in paths.sort_values("point").groupby(list(KEYS)):
         ends = path.test_error.iloc[[0, -1]]
         worst = path.test_error.max()
+        train = path.train_error.max() - path.train_error.iloc[[0, -1]].mean()
         rows.append(
             (
                 *key,
@@ -327,18 +539,24 @@ def pair_instability(paths: pd.DataFrame) -> pd.DataFrame:
                 worst,
                 worst - ends.mean(),
                 worst - ends.mean() < STABLE_BELOW,
+                train,
             )
         )
     columns = [*KEYS, "percent_remaining", "error_start", "error_end", "max_error", "instability", "stable"]
-    table = pd.DataFrame(rows, columns=columns)
-    order = table.condition.map(list(CONDITIONS).index)  # the ticket first, then the controls
-    return table.assign(order=order).sort_values(["level", "order", "trial", "rewind_iteration"]).drop(columns="order")
+    table = pd.DataFrame(rows, columns=[*columns, "train_instability"])
+    order = table.condition.map(conditions.order)  # the ticket first, then the controls
+    return (
+        table.assign(order=order)
+        .sort_values(["level", "order", "trial", "rewind_iteration", "pair"])
+        .drop(columns="order")
+        .reset_index(drop=True)
+    )
 
 
 def instability_table(paths: pd.DataFrame) -> pd.DataFrame:
-    """The pairs for reading: one row per level, condition and rewind iteration, in points of test error (with several
-    trials, mean ± std): the error at the ends of the path, the largest along it, the instability, and how many
-    trials are stable."""
+    """The pairs for reading: one row per level, condition and rewind iteration, in points of error, mean ± std over
+    every pair of copies (of every trial): the test error at the ends of the path, the largest along it, the
+    instability, how many pairs are stable, and the instability on the training split."""
     pairs = pair_instability(paths)
     pairs["ends"] = (pairs.error_start + pairs.error_end) / 2
     rows = pairs.groupby(["level", "condition", "rewind_iteration"], sort=False)
@@ -349,33 +567,35 @@ def instability_table(paths: pd.DataFrame) -> pd.DataFrame:
             "largest on the path": rows.max_error.agg(mean_std, fmt=".2f"),
             "instability": rows.instability.agg(mean_std, fmt=".2f"),
             "stable": rows.stable.agg(lambda s: f"{int(s.sum())} of {len(s)}"),
+            "train instability": rows.train_instability.agg(mean_std, fmt=".2f"),
         }
     )
 
 
 def instability_conclusions(paths: pd.DataFrame) -> list[str]:
-    """Sentences about the paths (instability in points of test error, means over trials)."""
+    """Sentences about the paths: instability in points of test error, mean ± std over every pair of copies."""
     summary = pair_instability(paths)
-    mean = summary.groupby(["level", "condition", "rewind_iteration"], sort=False).agg(
-        percent=("percent_remaining", "first"), instability=("instability", "mean"), ends=("error_end", "mean")
-    )
+    networks = summary.groupby(["level", "condition", "rewind_iteration"], sort=False)
     sentences = []
-    dense = summary[summary.level == 0].groupby("rewind_iteration").instability
-    for k, values in dense:
+    for k, values in summary[summary.level == 0].groupby("rewind_iteration").instability:
         start = "initialization" if k == 0 else f"iteration {k}"
         sentences.append(
             f"Trained twice from {start} with different batch orders, the dense network ends in two minima whose "
             f"straight path rises {mean_std(values, '.2f')} points of test error above their mean: "
             f"{_verdict(values.mean())}."
         )
-    for _, rows in mean[mean.index.get_level_values("level") > 0].groupby(level="level"):
+    pruned = [(key, rows) for key, rows in networks if key[0] > 0]
+    for level in sorted({key[0] for key, _ in pruned}):
+        at_level = [(key, rows) for key, rows in pruned if key[0] == level]
         parts = [
-            f"{CONDITIONS[condition]} {row.instability:.2f} ({_verdict(row.instability)})"
-            for (_, condition, _), row in rows.iterrows()
+            f"{conditions.label(condition)} {mean_std(rows.instability, '.2f')} ({_verdict(rows.instability.mean())})"
+            for (_, condition, _), rows in at_level
         ]
-        sentences.append(
-            f"At {format_percent(rows.percent.iloc[0])} of weights, instability: " + ", ".join(parts) + "."
-        )
+        percent = format_percent(at_level[0][1].percent_remaining.iloc[0])
+        sentences.append(f"At {percent} of weights, instability: " + ", ".join(parts) + ".")
+    pairs = summary.groupby(list(NETWORK)).size()
+    if len(pairs) and pairs.max() > 1:
+        sentences.append(f"Each instability is the mean ± std over {pairs.max()} pairs of copies per network.")
     return sentences
 
 
@@ -383,67 +603,14 @@ def _verdict(instability: float) -> str:
     return "stable" if instability < STABLE_BELOW else "unstable"
 
 
-def plot_instability(paths: pd.DataFrame) -> Figure:
-    """Test error along the straight path between the two copies, one panel per level (every condition; the dense
-    network from each rewind iteration), means over trials; with several rewind iterations, a last panel of the
-    dense network's instability against the rewind iteration."""
-    levels = sorted(paths.level.unique())
-    dense_starts = sorted(paths[paths.level == 0].rewind_iteration.unique())
-    n_panels = len(levels) + (len(dense_starts) > 1)
-    columns = min(n_panels, 4)
-    rows = math.ceil(n_panels / columns)
-    fig = Figure(figsize=(3.8 * columns + 0.6, 3.4 * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False).flatten()
-    for ax, level in zip(axes, levels):
-        at_level = paths[paths.level == level]
-        groups = at_level.groupby(["condition", "rewind_iteration"]).groups
-        for condition, k in sorted(groups, key=lambda key: (list(CONDITIONS).index(key[0]), key[1])):
-            path = at_level.loc[groups[condition, k]]
-            look, label = conditions.style(condition), conditions.label(condition)
-            color, marker = look["color"], look["marker"]
-            if level == 0:
-                label = "dense" + (f", from iteration {k}" if len(dense_starts) > 1 else "")
-                color = None if len(dense_starts) > 1 else color
-            mean = path.groupby("alpha").test_error.mean()
-            ax.plot(mean.index, mean.values, color=color, marker=marker, markersize=3, label=label)
-        ax.set_title(f"level {level}: {format_percent(at_level.percent_remaining.iloc[0])} of weights")
-        ax.set_xlabel("position on the straight path between the copies")
-        ax.set_ylabel("test error (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if len(dense_starts) > 1:
-        ax = axes[len(levels)]
-        summary = pair_instability(paths[paths.level == 0])
-        stats = summary.groupby("rewind_iteration").instability.agg(["mean", "min", "max"])
-        err = np.vstack([stats["mean"] - stats["min"], stats["max"] - stats["mean"]])
-        ax.errorbar(
-            stats.index, stats["mean"], yerr=err, marker="o", capsize=3, color=conditions.style("ticket")["color"]
-        )
-        ax.axhline(STABLE_BELOW, color="grey", linestyle="--", linewidth=1, label=f"stable below {STABLE_BELOW:g}")
-        ax.set_xscale("symlog", linthresh=max(1, min(k for k in dense_starts if k > 0)))
-        ax.set_xticks(dense_starts, [str(k) for k in dense_starts])
-        ax.minorticks_off()
-        ax.set_xlabel("rewind iteration (the copies' start)")
-        ax.set_ylabel("instability (points of test error)")
-        ax.set_title("Dense: instability against rewind iteration")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    for ax in axes[n_panels:]:
-        ax.set_axis_off()
-    trials = paths.trial.nunique()
-    fig.suptitle(
-        "Test error along the straight path between two copies trained with different batch orders"
-        + (f" (mean of {trials} trials)" if trials > 1 else "")
-    )
-    return fig
-
-
 # ---------------------------------------------------------------------------------------------
-# python -m lth_helpers instability RUN_DIR [--levels L,L] [--points N] [--rewind-iterations K,K]
+# python -m lth_helpers instability RUN_DIR [--levels L,L] [--conditions C,C] [--points N] [--pairs N]
+#                                           [--rewind-iterations K,K]
 
 
 def add_command(subcommands: argparse._SubParsersAction) -> None:
-    """`python -m lth_helpers instability RUN_DIR [--levels L,L] [--points N] [--rewind-iterations K,K]`."""
+    """`python -m lth_helpers instability RUN_DIR [--levels L,L] [--conditions C,C] [--points N] [--pairs N]
+    [--rewind-iterations K,K]`."""
     parser = subcommands.add_parser(
         "instability",
         help="linear mode connectivity of a finished run: two copies of its networks, the straight path between them",
@@ -457,11 +624,25 @@ def add_command(subcommands: argparse._SubParsersAction) -> None:
         help="levels to analyse (default: those nearest the paper's Figure 3 sparsities, 100%% down to 1.9%%)",
     )
     parser.add_argument(
+        "--conditions",
+        type=_names,
+        metavar="C,C",
+        help="conditions to analyse at pruned levels: ticket and the run's controls (default: all of them)",
+    )
+    parser.add_argument(
         "--points",
         type=int,
         default=POINTS,
         metavar="N",
-        help=f"evenly spaced points along each straight path, both ends included (default: {POINTS})",
+        help=f"evenly spaced points along each straight path, both ends included, 2 to {MAX_POINTS} "
+        f"(default: {POINTS})",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"pairs of copies per network, 1 to {MAX_PAIRS}: the instability is their mean ± std (default: 1)",
     )
     parser.add_argument(
         *("--rewind-iterations", "--rewind_iterations"),
@@ -482,36 +663,39 @@ def _whole_numbers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
 
 
+def _names(text: str) -> list[str]:
+    return [part for part in text.replace(" ", "").split(",") if part]
+
+
 def instability_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Exit 2 for bad input (not a finished run folder, a level it lacks, too few points, a rewind iteration outside
-    training, an unknown device), 1 when MNIST is missing or damaged, the folder is damaged or in use, a copy diverges
-    or a file cannot be written, 130 when interrupted; nothing is written unless the analysis finishes."""
-    run_dir = Path(args.run_dir)
-    try:  # before the data are loaded: bad input costs nothing
-        device = resolve_device(args.device)
-        cfg = finished_config(run_dir)
-        wanted_pairs(cfg, args.levels, args.rewind_iterations, args.points, RunFolder(run_dir).results())
-    except DamagedFileError as error:
-        return fail(parser, error)
-    except (ConfigError, InstabilityError) as error:
-        parser.error(str(error))
+    """Exit 2 for bad input (see check_request; an unknown device), 1 when MNIST is missing or damaged, the folder
+    cannot be read, is damaged or in use, a copy diverges or a file cannot be written, 130 when interrupted; the two
+    files are written both or neither. Every line is printed after they are written: a reader who stops reading early
+    (`| head`) ends nothing early and sees no error."""
     try:
-        data = load_mnist(data_dir(args.data_dir), cfg.val_size, device)
-        paths = instability_analysis(
-            run_dir,
-            data,
+        lines = analyse(
+            args.run_dir,
             levels=args.levels,
+            conditions=args.conditions,
             points=args.points,
+            pairs=args.pairs,
             rewind_iterations=args.rewind_iterations,
+            data_dir=args.data_dir,
+            device=args.device,
             progress=not args.no_progress,
         )
+    except ConfigError as error:
+        parser.error(one_line(error))
     except (DataError, ExperimentError, RunFolderError, OSError) as error:
         return fail(parser, error)
     except KeyboardInterrupt:
-        print("\ninterrupted: nothing was written; the same command starts the analysis again", file=sys.stderr)
+        print(
+            f"\ninterrupted: the analysis wrote nothing ({BOTH} are as they were); the same command starts it again",
+            file=sys.stderr,
+        )
         return 130
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(instability_table(paths).to_string())
-    print("\n".join(instability_conclusions(paths)))
-    print(f"{TABLE} and {FIGURE} are in {run_dir}")
+    try:
+        print("\n".join(lines), flush=True)
+    except BrokenPipeError:  # the reader stopped reading (`| head`): the files are written; say no more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -448,3 +448,82 @@ def plot_inference(table: pd.DataFrame) -> Figure:
         ax.legend()
     fig.suptitle("Inference on the CPU: the masked dense network, compacted, and sparse (CSR)")
     return fig
+
+
+def plot_instability(paths: pd.DataFrame, stable_below: float = 2.0) -> Figure:
+    """The instability analysis (instability.py): error along the straight path between two copies trained with
+    different batch orders, one panel per level (every condition; the dense network from each rewind iteration), the
+    test split above the training split; lines are means over every pair of copies (of every trial), bands ± std.
+    With several rewind iterations, a last panel of the dense network's instability against the rewind iteration,
+    mean ± std as error bars, with `stable_below` (instability.STABLE_BELOW, the paper's 2 points) drawn. `paths` is
+    an instability.csv table (instability.instability_analysis)."""
+    pair = ["level", "condition", "rewind_iteration", "trial", "pair"]  # one pair of copies
+    levels = sorted(paths.level.unique())
+    dense_starts = sorted(paths[paths.level == 0].rewind_iteration.unique())
+    n_panels = len(levels) + (len(dense_starts) > 1)
+    columns = min(n_panels, 4)
+    blocks = -(-n_panels // columns)  # each block: a row of test panels above a row of training panels
+    fig = Figure(figsize=(3.8 * columns + 0.6, 2 * 3.2 * blocks + 0.6), layout="constrained")
+    grid = fig.subplots(2 * blocks, columns, squeeze=False)
+    panels = [
+        (grid[2 * (i // columns), i % columns], grid[2 * (i // columns) + 1, i % columns]) for i in range(n_panels)
+    ]
+    for (top, bottom), level in zip(panels, levels):
+        at_level = paths[paths.level == level]
+        groups = at_level.groupby(["condition", "rewind_iteration"]).groups
+        for condition, k in sorted(groups, key=lambda key: (conditions.order(key[0]), key[1])):
+            path = at_level.loc[groups[condition, k]]
+            look, label = conditions.style(condition), conditions.label(condition)
+            color, marker = look["color"], look["marker"]
+            if level == 0:
+                label = "dense" + (f", from iteration {k}" if len(dense_starts) > 1 else "")
+                color = None if len(dense_starts) > 1 else color
+            for ax, split in ((top, "test"), (bottom, "train")):
+                stats = path.groupby("alpha")[f"{split}_error"].agg(["mean", "std"]).fillna(0)
+                line = ax.plot(stats.index, stats["mean"], color=color, marker=marker, markersize=3, label=label)[0]
+                ax.fill_between(
+                    stats.index,
+                    stats["mean"] - stats["std"],
+                    stats["mean"] + stats["std"],
+                    color=line.get_color(),
+                    alpha=0.15,
+                    linewidth=0,
+                )
+        for ax, split in ((top, "test"), (bottom, "training")):
+            ax.set_title(f"level {level}: {format_percent(at_level.percent_remaining.iloc[0])} of weights, {split}")
+            ax.set_xlabel("position on the straight path between the copies")
+            ax.set_ylabel(f"{split} error (%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    if len(dense_starts) > 1:
+        dense = paths[paths.level == 0].sort_values("point").groupby(list(pair))
+        for ax, column, split in zip(panels[len(levels)], ("test_error", "train_error"), ("test", "training")):
+            errors = dense[column]
+            instability = errors.max() - (errors.first() + errors.last()) / 2  # one per pair: the paper's definition
+            stats = instability.groupby("rewind_iteration").agg(["mean", "std"]).fillna(0)
+            ax.errorbar(
+                stats.index,
+                stats["mean"],
+                yerr=stats["std"],
+                marker="o",
+                capsize=3,
+                color=conditions.style("ticket")["color"],
+            )
+            ax.axhline(stable_below, color="grey", linestyle="--", linewidth=1, label=f"stable below {stable_below:g}")
+            ax.set_xscale("symlog", linthresh=max(1, min(k for k in dense_starts if k > 0)))
+            ax.set_xticks(dense_starts, [str(k) for k in dense_starts])
+            ax.minorticks_off()
+            ax.set_xlabel("rewind iteration (the copies' start)")
+            ax.set_ylabel(f"instability (points of {split} error)")
+            ax.set_title(f"dense network: {split} instability")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    for i in range(n_panels, blocks * columns):
+        for ax in grid[2 * (i // columns) : 2 * (i // columns) + 2, i % columns]:
+            ax.set_axis_off()
+    copies = paths.drop_duplicates(pair).groupby(pair[:-2]).size().max()  # pairs of copies per network and start
+    fig.suptitle(
+        "Error along the straight path between two copies\ntrained with different batch orders"
+        + (f" (mean ± std of {copies} pairs of copies)" if copies > 1 else "")
+    )
+    return fig
