@@ -7,7 +7,8 @@ model (a stack of MLPs), pruning (torch.nn.utils.prune, rewinding, control masks
 (the training loop, the plain reference step, evaluation), fast_step (the default training step and
 every speed trick it uses), experiment (the iterative pruning loop, resumable),
 runs (the run folder: resume, whole-file writes, checks), inference (what a ticket costs to run:
-compacted and sparse forms), report (tables and computed conclusions), plotting (the paper's figures,
+compacted and sparse forms, and the sentences about them), report (tables and computed conclusions), paper (the
+paper's statements beside a run's numbers), plotting (the paper's figures,
 what a ticket keeps), compare (runs side by side), flags (a config on the command line), sweep (grids
 of configs), instability (linear mode connectivity of a finished run's networks), cli.
 """
@@ -18,7 +19,7 @@ from .config import Config, ConfigError, default_preset, make_config, resolve_de
 from .data import data_dir, load_mnist
 from .experiment import run_experiment
 from .fast_step import FastStep
-from .inference import inference_table, load_ticket, smallest_form
+from .inference import inference_conclusions, inference_summary, inference_table, load_ticket, smallest_form
 from .instability import (
     instability_analysis,
     instability_conclusions,
@@ -27,6 +28,7 @@ from .instability import (
     plot_instability,
 )
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
+from .paper import paper_comparison
 from .plotting import (
     plot_accuracy_at_init,
     plot_accuracy_vs_weights,
@@ -44,10 +46,7 @@ from .report import (
     accuracy_at_init_conclusions,
     conclusions,
     generalization_conclusions,
-    inference_conclusions,
-    inference_summary,
     one_shot_conclusions,
-    paper_comparison,
     summary_table,
 )
 from .runs import RunFolder

@@ -51,16 +51,10 @@ from .config import (
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_levels
 from .flags import add_run_flags, config_overrides, fail, folder, one_line
-from .inference import first_network, inference_table, smallest_form
+from .inference import first_network, inference_conclusions, inference_summary, inference_table, smallest_form
+from .paper import paper_comparison
 from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
-from .report import (
-    accuracy_at_init_conclusions,
-    conclusions,
-    inference_conclusions,
-    inference_summary,
-    paper_comparison,
-    summary_table,
-)
+from .report import accuracy_at_init_conclusions, conclusions, summary_table
 from .runs import INFERENCE_TABLE, INIT, DamagedFileError, RunFolder, RunFolderError, exported_ticket_file
 
 PROG = "python -m lth_helpers"

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lth_helpers.inference import BATCH_SIZES, FORMS
+from lth_helpers.inference import BATCH_SIZES, FORMS, inference_summary
+from lth_helpers.paper import paper_comparison, sooner_than_dense
 from lth_helpers.report import (
     conclusions,
     format_percent,
     generalization_conclusions,
-    inference_summary,
     one_shot_conclusions,
-    paper_comparison,
     summary_table,
 )
 from tests.conftest import REPO, results
@@ -247,3 +246,11 @@ def test_the_paper_runs_table_in_docs_gives_the_readmes_verdicts_though_it_preda
     assert list(comparison.agrees) == ["yes", "yes", "yes", "yes", "no", "no", "yes", "yes"]  # README, "What it found"
     assert comparison["this run"][1] == "40 ± 18" and comparison["this run"][3] == "+0.50 ± 0.26"
     assert "train acc" not in summary_table(results) and generalization_conclusions(results) == []
+
+
+def test_the_sooner_than_dense_row_reads_any_condition_not_only_the_ticket_and_one_shot():
+    stop = paper_like_results([0, *[0.3] * 16]).pivot_table(
+        index="trial", columns=["condition", "level"], values="early_stop_iteration"
+    )
+    _, _, this_run, agrees = sooner_than_dense("Reinit stops early sooner", stop, "reinit", "random reinit", [1, 2])
+    assert "random reinit at 23,750, 22,500" in this_run and agrees == "no"  # 2.5x the ticket's 9,500 and 9,000
