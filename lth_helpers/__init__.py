@@ -50,6 +50,7 @@ from .report import (
     summary_table,
 )
 from .runs import RunFolder
+from .sweep import plot_sweep, run_sweep, sweep_overview
 from .training import ReferenceStep, reference_step, train_networks
 
 __all__ = [
@@ -103,6 +104,9 @@ __all__ = [
     "rewind_",
     "run_experiment",
     "run_figures",
+    "run_sweep",
+    "plot_sweep",
+    "sweep_overview",
     "summary_table",
     "train_networks",
 ]
