@@ -4,7 +4,6 @@
     python benchmarks/benchmark.py --full-seed     # also times the whole `seed` preset end to end
     python benchmarks/benchmark.py --full-paper    # on a GPU: also times the whole `paper` preset
     python benchmarks/benchmark.py --full-paper --keep runs/paper-gpu   # keeps (and resumes) that run's folder
-    python benchmarks/benchmark.py --full-paper --compile   # every lth_helpers figure with the compiled step
 
 (a) The usual loop: torchvision MNIST through a DataLoader with ToTensor + Normalize, one
     nn.Sequential LeNet-300-100 pruned with prune.l1_unstructured hooks, Adam, batch 60.
@@ -18,7 +17,6 @@ off later still leaves it) and, when a whole preset was timed too, again at the 
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import resource
 import statistics
@@ -35,11 +33,9 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lth_helpers import (  # noqa: E402
-    FastStep,
     StackedMLP,
     build_model,
     data_dir,
-    experiment,  # noqa: E402
     full_masks,
     init_params,
     layer_shapes,
@@ -127,13 +123,11 @@ def ours(
     iterations: int,
     eval_every: int,
     pruned: bool = True,
-    compile: bool = False,
 ) -> float:
     """Network-iterations per second of train_networks on n networks (evaluations included).
 
     pruned: one round of layer-wise pruning applied through prune (the masks every level has);
     otherwise plain StackedMLP parameters with no masks or hooks at all, the dense reference.
-    compile: the compiled step (its compile falls in the untimed warm-up).
     """
     params, masks = level_one_stack(n_networks)
     common = dict(
@@ -141,7 +135,6 @@ def ours(
         learning_rate=1.2e-3,
         batch_seeds=list(range(n_networks)),
         progress=False,
-        step=functools.partial(FastStep, compile=compile),
     )
 
     def fresh() -> StackedMLP:
@@ -195,11 +188,6 @@ def main() -> None:
     parser.add_argument("--full-seed", action="store_true", help="also time the whole seed preset")
     parser.add_argument("--full-paper", action="store_true", help="also time the whole paper preset")
     parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="train with the compiled step (FastStep compile=True), the whole presets too",
-    )
-    parser.add_argument(
         "--keep", type=Path, help="with --full-paper: keep the paper run in this folder (a cut-off run resumes there)"
     )
     args = parser.parse_args()
@@ -216,9 +204,6 @@ def main() -> None:
     root = data_dir(args.data_dir)
     data = load_mnist(root, 5000, device)
     name = torch.cuda.get_device_name() if gpu else f"{torch.get_num_threads()}-thread CPU"
-    if args.compile:  # the presets train through experiment.run_experiment, which calls train_networks by name
-        experiment.train_networks = functools.partial(train_networks, step=functools.partial(FastStep, compile=True))
-        name += ", compiled step"
     print(f"torch {torch.__version__} on {name}; {iterations} iterations per measurement", flush=True)
 
     rows = [("usual loop: DataLoader + transforms, prune hooks, 1 network", usual_loop(root, device, usual_iterations))]
@@ -241,7 +226,7 @@ def main() -> None:
         if eval_every and eval_every >= iterations:  # it would time training alone again, under another label
             print(f"{label}: skipped, needs --iterations above {eval_every}", flush=True)
             continue
-        rows.append((label, ours(data, device, n, iterations, eval_every or iterations, pruned, args.compile)))
+        rows.append((label, ours(data, device, n, iterations, eval_every or iterations, pruned)))
         print(f"{label}: {rows[-1][1]:,.0f} net-it/s", flush=True)
 
     # The table first, so that a whole-preset run cut off by a time limit still leaves it.

@@ -7,11 +7,10 @@ that one failing or running long does not stop the rest:
 
 1. tests: `python -m pytest -q tests/test_cuda.py`;
 2. profile: `benchmarks/gpu_step_profile.py`, microseconds and kernels a step at 1, 10, 20 and 50 networks for the
-   eager, captured and compiled+captured steps, pruned against unpruned, an evaluation;
+   eager and captured steps, pruned against unpruned, an evaluation;
 3. memory: six levels in a row at 10 networks (the `paper` preset's stack), the GPU memory allocated after each,
    and, after the last, which tensors are still alive (the memory a level leaves behind);
-4. paper: `benchmarks/benchmark.py --full-paper`, with `--compile` if the profile found the compiled+captured
-   step faster than the captured one at 10 networks; it gets whatever time is left.
+4. paper: `benchmarks/benchmark.py --full-paper`; it gets whatever time is left.
 
 `python benchmarks/gpu_check.py --memory-levels` runs part 3 alone (it is how part 3 runs).
 """
@@ -19,7 +18,6 @@ that one failing or running long does not stop the rest:
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import json
 import os
@@ -37,7 +35,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 from benchmark import level_one_stack  # noqa: E402
 
-from lth_helpers import FastStep, build_model, data_dir, load_mnist  # noqa: E402
+from lth_helpers import build_model, data_dir, load_mnist  # noqa: E402
 from lth_helpers.training import train_networks  # noqa: E402
 
 
@@ -56,26 +54,23 @@ def run_part(command: list[str], limit_s: float, env: dict[str, str]) -> tuple[i
     return None if cut_off else p.returncode, time.perf_counter() - start, out
 
 
-def profile_summary(path: Path) -> tuple[str, bool]:
-    """The profile's key figures in one line, and whether the compiled+captured step beat the captured one."""
+def profile_summary(path: Path) -> str:
+    """The profile's key figures in one line."""
     if not path.exists():
-        return "no table written", False
+        return "no table written"
     rows = {what: (gpu, kernels) for what, gpu, _, kernels, _ in json.loads(path.read_text())}
-    parts, compiled_wins = [], False
+    parts = []
     for n in (1, 10, 20, 50):
         figures = [
             f"{v} {rows[f'{v} step, {n} networks'][0]:.0f} us/{rows[f'{v} step, {n} networks'][1]:.0f} k"
-            for v in ("eager", "graph", "compiled+graph")
+            for v in ("eager", "graph")
             if f"{v} step, {n} networks" in rows
         ]
         parts.append(f"{n} nets: " + ", ".join(figures))
-    graph, compiled = rows.get("graph step, 10 networks"), rows.get("compiled+graph step, 10 networks")
-    compiled_wins = bool(graph and compiled and compiled[0] < graph[0])
-    for v in ("graph", "compiled+graph"):
-        pruned, dense = rows.get(f"{v} step, 10 networks"), rows.get(f"{v} step, 10 networks, unpruned")
-        if pruned and dense:
-            parts.append(f"{v} pruned/dense at 10: {pruned[0] / dense[0]:.3f}")
-    return "; ".join(parts), compiled_wins
+    pruned, dense = rows.get("graph step, 10 networks"), rows.get("graph step, 10 networks, unpruned")
+    if pruned and dense:
+        parts.append(f"graph pruned/dense at 10: {pruned[0] / dense[0]:.3f}")
+    return "; ".join(parts)
 
 
 def last_line_with(text: str, *needles: str) -> str:
@@ -88,20 +83,18 @@ def memory_levels(data_root: Path, levels: int = 6, iterations: int = 500) -> No
     the GPU memory allocated after each, then the CUDA tensors still alive, by shape."""
     data = load_mnist(data_root, 5000, torch.device("cuda"))
     params, masks = level_one_stack(10)
-    for compile in (False, True):
-        allocated = []
-        for _ in range(levels):
-            model = build_model(params, masks).cuda()
-            common = dict(batch_size=60, learning_rate=1.2e-3, batch_seeds=list(range(10)), progress=False)
-            step = functools.partial(FastStep, compile=compile)
-            train_networks(model, data, iterations=iterations, eval_every=100, step=step, **common)
-            del model
-            gc.collect()
-            torch.cuda.synchronize()
-            allocated.append(torch.cuda.memory_allocated() / 2**20)
-        growth = [b - a for a, b in zip(allocated, allocated[1:])]
-        print(f"compile={compile}: MB allocated after each level: {', '.join(f'{a:.1f}' for a in allocated)}")
-        print(f"compile={compile}: growth per level, MB: {', '.join(f'{g:.1f}' for g in growth)}", flush=True)
+    allocated = []
+    for _ in range(levels):
+        model = build_model(params, masks).cuda()
+        common = dict(batch_size=60, learning_rate=1.2e-3, batch_seeds=list(range(10)), progress=False)
+        train_networks(model, data, iterations=iterations, eval_every=100, **common)
+        del model
+        gc.collect()
+        torch.cuda.synchronize()
+        allocated.append(torch.cuda.memory_allocated() / 2**20)
+    growth = [b - a for a, b in zip(allocated, allocated[1:])]
+    print(f"MB allocated after each level: {', '.join(f'{a:.1f}' for a in allocated)}")
+    print(f"growth per level, MB: {', '.join(f'{g:.1f}' for g in growth)}", flush=True)
     alive = Counter(
         (tuple(o.shape), str(o.dtype))
         for o in gc.get_objects()
@@ -142,25 +135,20 @@ def main() -> None:
         table = Path(folder) / "profile.json"
         profile = [python, "benchmarks/gpu_step_profile.py", "--data-dir", str(root), "--reps", "1000"]
         part("step profile", [*profile, "--json", str(table)], 200)
-        summary[-1][3], compiled_wins = profile_summary(table)
+        summary[-1][3] = profile_summary(table)
         out = part(
             "memory, six levels", [python, "benchmarks/gpu_check.py", "--memory-levels", "--data-dir", str(root)], 70
         )
         summary[-1][3] = " | ".join(
             line
             for line in (
-                last_line_with(out, "growth per level", "False"),
-                last_line_with(out, "growth per level", "True"),
+                last_line_with(out, "growth per level"),
                 last_line_with(out, "peak allocated"),
             )
             if line
         )
         paper = [python, "benchmarks/benchmark.py", "--full-paper", "--data-dir", str(root)]
-        out = part(
-            "benchmark --full-paper" + (" --compile" if compiled_wins else ""),
-            paper + (["--compile"] if compiled_wins else []),
-            deadline - time.perf_counter(),
-        )
+        out = part("benchmark --full-paper", paper, deadline - time.perf_counter())
         summary[-1][3] = (
             last_line_with(out, "paper preset, whole run") or last_line_with(out, "projected from") or "no result line"
         )

@@ -1,11 +1,11 @@
-"""Where a training step's time goes on a GPU: the eager, captured and compiled+captured steps at 1 to 50
+"""Where a training step's time goes on a GPU: the eager and captured steps at 1 to 50
 networks (microseconds and kernels a step), pruned against unpruned, an evaluation, TF32, and a kernel-by-kernel
 profile of the eager step at 10 networks (the `paper` preset's stack).
 
-    python benchmarks/gpu_step_profile.py --data-dir data     # CUDA only; a few minutes, most of it compiling
+    python benchmarks/gpu_step_profile.py --data-dir data     # CUDA only; a few minutes
 
 benchmark.py measures throughput; this explains it. Times are CUDA events around `reps` calls after 10 warm-up
-steps (the graph is captured and the step compiled during those); "host" is the host's time to issue the same
+steps (the graph is captured during those); "host" is the host's time to issue the same
 calls; kernels are counted by the profiler. The model is a `paper` level-1 stack (20% of fc1 and fc2 and 10% of
 fc3 pruned), batch 60, on the real MNIST. A kind of step that fails is reported and left out; the rest still run.
 """
@@ -56,10 +56,10 @@ def kernels_per_call(fn, calls: int, *args) -> float:
     return sum(e.count for e in kernels) / calls
 
 
-VARIANTS = {"eager": dict(cuda_graph=False), "graph": dict(), "compiled+graph": dict(compile=True)}
+VARIANTS = {"eager": dict(cuda_graph=False), "graph": dict()}
 
 
-def warm_stepper(data: MNISTSplits, n: int, graph: bool = True, pruned: bool = True, compile: bool = False):
+def warm_stepper(data: MNISTSplits, n: int, graph: bool = True, pruned: bool = True):
     """A training step for n networks, warmed up (and on CUDA graphs, captured), and one batch of indices.
 
     pruned: the masks of one round of the paper's pruning; otherwise plain StackedMLP parameters, no masks."""
@@ -70,12 +70,10 @@ def warm_stepper(data: MNISTSplits, n: int, graph: bool = True, pruned: bool = T
         model = StackedMLP(n)
         model.load_state_dict(params)
         model = model.to(data.train_x.device)
-    step = FastStep(model, data, 1.2e-3, cuda_graph=graph, compile=compile)
+    step = FastStep(model, data, 1.2e-3, cuda_graph=graph)
     indices = BatchSampler(list(range(n)), len(data.train_y), 60, data.train_x.device).indices(0)
     for _ in range(10):
         step(indices)
-    if compile and not step.compiled:
-        raise RuntimeError("the compiled step fell back to the eager step (see the warning above)")
     return model, step, indices
 
 
@@ -96,15 +94,12 @@ def main(data: MNISTSplits, reps: int = 2000, profiled_steps: int = 50, networks
         for variant, options in VARIANTS.items():
             try:
                 rows.append(step_row(f"{variant} step, {n} networks", data, n, reps, **options))
-            except Exception as error:  # a variant that fails (a compile, a capture) leaves the others standing
+            except Exception as error:  # a variant that fails (a capture) leaves the others standing
                 print(f"  {variant} step, {n} networks: failed: {type(error).__name__}: {error}", flush=True)
-    for variant in ("graph", "compiled+graph"):  # masks for free? the paper's stack, pruned against unpruned
-        try:
-            rows.append(
-                step_row(f"{variant} step, 10 networks, unpruned", data, 10, reps, pruned=False, **VARIANTS[variant])
-            )
-        except Exception as error:
-            print(f"  {variant} step, 10 networks, unpruned: failed: {type(error).__name__}: {error}", flush=True)
+    try:  # masks for free? the paper's stack, pruned against unpruned
+        rows.append(step_row("graph step, 10 networks, unpruned", data, 10, reps, pruned=False))
+    except Exception as error:
+        print(f"  graph step, 10 networks, unpruned: failed: {type(error).__name__}: {error}", flush=True)
     model, _, _ = warm_stepper(data, 10)
     evaluator = Evaluator.validation_and_test(data, 10)
     evaluation, host = microseconds_per_call(evaluator, max(1, reps // 40), model)

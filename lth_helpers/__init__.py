@@ -8,7 +8,8 @@ model (a stack of MLPs), pruning (torch.nn.utils.prune, rewinding, control masks
 every speed trick it uses), experiment (the iterative pruning loop, resumable),
 files (whole-file writes, checked reads, the folder lock), tables (the schema of results.csv and
 curves.csv), runs (the run folder: resume, its checks, --overwrite), inference (what a ticket costs to run:
-compacted and sparse forms), report (tables and computed conclusions), plotting (the paper's figures,
+compacted and sparse forms, and the sentences about them), report (tables and computed conclusions), paper (the
+paper's statements beside a run's numbers), plotting (the paper's figures,
 what a ticket keeps), compare (runs side by side), flags (a config on the command line), sweep (grids
 of configs), instability (linear mode connectivity of a finished run's networks), cli.
 """
@@ -19,7 +20,7 @@ from .config import Config, ConfigError, default_preset, make_config, resolve_de
 from .data import data_dir, load_mnist
 from .experiment import run_experiment
 from .fast_step import FastStep
-from .inference import inference_table, load_ticket, smallest_form
+from .inference import inference_conclusions, inference_summary, inference_table, load_ticket, smallest_form
 from .instability import (
     instability_analysis,
     instability_conclusions,
@@ -28,6 +29,7 @@ from .instability import (
     plot_instability,
 )
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
+from .paper import paper_comparison
 from .plotting import (
     before_training,
     plot_accuracy_at_init,
@@ -48,13 +50,11 @@ from .report import (
     accuracy_at_init_conclusions,
     conclusions,
     generalization_conclusions,
-    inference_conclusions,
-    inference_summary,
     one_shot_conclusions,
-    paper_comparison,
     summary_table,
 )
 from .runs import RunFolder
+from .sweep import plot_sweep, run_sweep, sweep_overview
 from .training import ReferenceStep, reference_step, train_networks
 
 __all__ = [
@@ -111,6 +111,9 @@ __all__ = [
     "rewind_",
     "run_experiment",
     "run_figures",
+    "run_sweep",
+    "plot_sweep",
+    "sweep_overview",
     "summary_table",
     "train_networks",
 ]

@@ -12,8 +12,8 @@ Exit status 2 for bad input, a model too big for the device's memory, or a run f
 run folder cannot be written or read back (finished levels are kept, the folder is left as it was); 130 when
 interrupted, at any moment (the same command resumes). Every error is one line that names what to do.
 
-Subcommands. Each lives in the module that does its work, as two functions of one shape (`compare.py`, `sweep.py`
-and `instability.py` have them):
+The subcommands `run` and `compare` have their parsers here, over the functions of experiment.py, report.py and
+compare.py; `sweep` and `instability` have theirs in sweep.py and instability.py. A subcommand is two functions:
 
     def add_command(subcommands: argparse._SubParsersAction) -> None:
         parser = subcommands.add_parser("NAME", help="one line for --help", description="what it does")
@@ -21,10 +21,17 @@ and `instability.py` have them):
         parser.set_defaults(run=NAME_command)
 
     def NAME_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        ...  # the exit status; parser.error(message) refuses bad input in one line, with exit status 2
+        ...  # does the work through plain functions, and returns the exit status, 0
 
 and `add_command` joins COMMANDS below. `subcommands.add_parser` makes the parser a `Parser`, this module's parser
 class, whose errors are one line. A command line whose first word names no subcommand is the subcommand `run`.
+
+Errors, one ladder for every subcommand: what a command raises, `main` turns into one line `PROG SUB: error: ...` on
+stderr and an exit status, by the table EXIT_STATUS (`exit_status_of(error)`, `fail(sub, error)`): bad input
+(`config.ConfigError` and its subclasses) 2, raised as SystemExit(2) as argparse ends a command line it refuses; a
+fault (`runs.RunFolderError`, `data.DataError`, `experiment.ExperimentError`, an OSError, memory run out) 1. An error
+the table does not hold is a bug, and its traceback shows. What a command prints goes through `say`, so that a reader
+who stops reading (`| head -1`) stops none of its work.
 """
 
 from __future__ import annotations
@@ -40,8 +47,10 @@ import pandas as pd
 import torch
 
 from . import compare, instability, sweep
+from .compare import check_comparison, compare_runs, comparison_text, write_comparison
 from .config import (
     PRESETS,
+    Config,
     ConfigError,
     check_memory,
     default_preset,
@@ -51,20 +60,25 @@ from .config import (
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_levels
 from .files import DamagedFileError, RunFolderError
-from .flags import add_run_flags, config_overrides, fail, folder, one_line
-from .inference import first_network, inference_table, smallest_form
+from .flags import add_run_flags, check_folder_flag, config_overrides, is_out_of_memory, one_line
+from .inference import first_network, inference_conclusions, inference_summary, inference_table, smallest_form
+from .paper import paper_comparison
 from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
-from .report import (
-    accuracy_at_init_conclusions,
-    conclusions,
-    inference_conclusions,
-    inference_summary,
-    paper_comparison,
-    summary_table,
-)
+from .report import accuracy_at_init_conclusions, conclusions, summary_table
 from .runs import INFERENCE_TABLE, INIT, RunFolder, exported_ticket_file
 
 PROG = "python -m lth_helpers"
+BAD_INPUT, FAULT, INTERRUPTED = 2, 1, 130  # the exit statuses besides 0
+
+# The ladder: the exit status of each kind of error a command may raise, the first class that matches (memory run out,
+# whatever its class, is a fault: `exit_status_of`).
+EXIT_STATUS: dict[type[Exception], int] = {
+    ConfigError: BAD_INPUT,  # a flag, a config, a folder refused before anything is written, compare's CompareError
+    RunFolderError: FAULT,  # a damaged or missing file, a folder in use, a write that failed
+    DataError: FAULT,  # MNIST missing, damaged, or not downloaded
+    ExperimentError: FAULT,  # training diverged
+    OSError: FAULT,  # a permission to fix, a full disk
+}
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,7 +88,7 @@ class Parser(argparse.ArgumentParser):
     commands: dict[str, argparse.ArgumentParser]
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(BAD_INPUT, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> Parser:
@@ -92,6 +106,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m lth_helpers ARGV`: the exit status; bad input raises SystemExit(2), as argparse does."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     if argv and not argv[0].startswith("-") and argv[0] not in parser.commands:  # run takes no bare word: a typo
@@ -103,11 +118,58 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in parser.commands:
         argv = ["run", *argv]  # `python -m lth_helpers --preset seed`: the subcommand run
     args = parser.parse_args(argv)
-    return args.run(args, parser.commands[args.subcommand])
+    try:
+        return args.run(args, parser.commands[args.subcommand])
+    except Exception as error:
+        if exit_status_of(error) is None:
+            raise  # not an error the command line expects: a bug, whose traceback says where
+        return fail(args.subcommand, error)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors and output
+
+
+def exit_status_of(error: BaseException) -> int | None:
+    """The exit status the command line ends with for `error` (EXIT_STATUS), or None for an error it does not
+    expect."""
+    if is_out_of_memory(error):
+        return FAULT
+    return next((status for kind, status in EXIT_STATUS.items() if isinstance(error, kind)), None)
+
+
+def fail(sub: str, error: Exception, line: str | None = None) -> int:
+    """End the subcommand `sub` for `error`: print `PROG SUB: error: LINE` on stderr, LINE being `line` or else the
+    error in one line, and return the error's exit status (exit_status_of). Bad input raises SystemExit(2) instead,
+    as argparse ends a command line it refuses, so that both end a caller of `main` alike. An error with no exit
+    status is raised again."""
+    status = exit_status_of(error)
+    if status is None:
+        raise error
+    print(f"{PROG if sub == 'run' else f'{PROG} {sub}'}: error: {line or one_line(error)}", file=sys.stderr)
+    if status == BAD_INPUT:
+        raise SystemExit(status)
+    return status
+
+
+def say(*lines: str) -> None:
+    """Print `lines` on stdout. Once its reader has gone (`| head -1`), print nothing more and carry on: what a command
+    does and writes never depends on whether anyone reads what it prints."""
+    try:
+        print(*lines, sep="\n", flush=True)  # flushed: a reader gone is found here, not at a later print or at exit
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # what is left in stdout's buffer, and every later line, goes nowhere
+        os.close(devnull)
 
 
 # ---------------------------------------------------------------------------------------------
 # run
+
+
+class FolderRefusedError(ConfigError):
+    """A run folder refused before anything is read or written (it holds another run, or a file stands where it would
+    be): bad input, exit status 2."""
 
 
 def add_run_command(subcommands: argparse._SubParsersAction) -> None:
@@ -121,7 +183,9 @@ def add_run_command(subcommands: argparse._SubParsersAction) -> None:
         "--preset",
         help=f"starting point: {', '.join(PRESETS)} (default: paper on a GPU, seed (sized for a CPU) on a CPU)",
     )
-    parser.add_argument("--out", type=folder, help="run folder (default: runs/PRESET-HASH, a hash of the config)")
+    parser.add_argument(
+        "--out", type=check_folder_flag, help="run folder (default: runs/PRESET-HASH, a hash of the config)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a run folder that holds another config")
     add_run_flags(parser)
     parser.set_defaults(run=run_command)
@@ -131,47 +195,47 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def check_run_folder(out: Path, cfg: Config, overwrite: bool) -> None:
+    """RunFolder.check before the data are loaded: a folder it refuses is bad input (FolderRefusedError), a damaged
+    file in it a fault (DamagedFileError)."""
     try:
-        device = resolve_device(args.device)
-        cfg = make_config(default_preset(device) if args.preset is None else args.preset, **config_overrides(args))
-        check_memory(cfg, device)
-        out = Path(args.out or Path("runs") / cfg.run_name())
-        RunFolder.check(out, cfg, args.overwrite)  # before the data are loaded: a folder refused is bad input
-    except (DamagedFileError, OSError) as error:  # not bad input: a file to restore, a permission to fix
-        return fail(parser, error)
-    except (ConfigError, RunFolderError) as error:
-        parser.error(str(error))
+        RunFolder.check(out, cfg, overwrite)
+    except DamagedFileError:
+        raise
+    except RunFolderError as error:
+        raise FolderRefusedError(str(error)) from None
+
+
+def run_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    device = resolve_device(args.device)
+    cfg = make_config(default_preset(device) if args.preset is None else args.preset, **config_overrides(args))
+    check_memory(cfg, device)
+    out = Path(args.out or Path("runs") / cfg.run_name())
+    check_run_folder(out, cfg, args.overwrite)
     finished = False  # every file written: a Ctrl-C after that cuts short only the last lines printed
     try:
         data = load_mnist(data_dir(args.data_dir), cfg.val_size, device)
         controls = ", ".join(cfg.controls) if cfg.rounds else ""  # controls train only at pruned levels
-        print(
+        say(
             f"{cfg.run_name()}: {_count(cfg.rounds + 1, 'level')} x {_count(cfg.trials, 'trial')}, "
             f"ticket + {controls or 'no controls'}, on {device}; run folder {out}"
         )
         with RunFolder.open(out, cfg, args.overwrite) as run:  # held from the first read to the last file written
             if run.levels_done:
-                print(f"{run.levels_done} of {_count(cfg.rounds + 1, 'level')} already finished in {out}: kept")
+                say(f"{run.levels_done} of {_count(cfg.rounds + 1, 'level')} already finished in {out}: kept")
             results = run_levels(cfg, run, data, progress=not args.no_progress)
             report = write_report(run, results, data.test_x, cfg.rounds)
         finished = True
-        print("\n".join(report))
-        print(f"results.csv, curves.csv, inference.csv, figures, masks and tickets are in {out}")
-    except BrokenPipeError as error:  # the reader stopped reading (`| head`): say no more, on a stdout that is gone
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0 if finished else fail(parser, error)
-    except (DataError, ExperimentError, RunFolderError, OSError) as error:  # OSError: unwritable folder
-        return fail(parser, error)
-    except (MemoryError, RuntimeError) as error:  # torch's CPU allocator raises a RuntimeError
-        if not isinstance(error, (MemoryError, torch.OutOfMemoryError)) and "can't allocate" not in str(error):
-            raise
-        return fail(parser, f"out of memory ({one_line(error)}); finished levels are kept in {out}")
+        say(*report, f"results.csv, curves.csv, inference.csv, figures, masks and tickets are in {out}")
     except KeyboardInterrupt:
         if finished:
             return 0
         print(f"\ninterrupted: finished levels are kept in {out}; the same command resumes", file=sys.stderr)
-        return 130
+        return INTERRUPTED
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise  # main's ladder
+        return fail("run", error, f"out of memory ({one_line(error)}); finished levels are kept in {out}")
     return 0
 
 
@@ -212,4 +276,32 @@ def write_inference(run: RunFolder, test_x: torch.Tensor, last_level: int) -> li
     ]
 
 
-COMMANDS = (add_run_command, compare.add_command, sweep.add_command, instability.add_command)  # see the docstring
+# ---------------------------------------------------------------------------------------------
+# compare
+
+
+def add_compare_command(subcommands: argparse._SubParsersAction) -> None:
+    """`python -m lth_helpers compare DIR DIR ... --out FILE.png`."""
+    parser = subcommands.add_parser(
+        "compare",
+        help="several finished runs side by side, in a table and a figure",
+        description=compare.__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("runs", nargs="+", metavar="DIR", help="run folders to compare (two or more)")
+    parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the figure")
+    parser.set_defaults(run=compare_command)
+
+
+def compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Print the runs' table and write their figure. Bad input (CompareError) ends with 2, a damaged or unreadable
+    run folder or a figure that cannot be written with 1; nothing is written unless every folder could be read."""
+    out = Path(args.out)
+    check_comparison(args.runs, out)
+    table = compare_runs(args.runs)
+    say(comparison_text(table))
+    write_comparison(table, out)
+    say(f"wrote {out}")
+    return 0
+
+
+COMMANDS = (add_run_command, add_compare_command, sweep.add_command, instability.add_command)  # see the docstring

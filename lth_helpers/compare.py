@@ -2,8 +2,12 @@
 
     table = compare_runs([Path("runs/seed-1a2b3c4d"), Path("runs/seed-5e6f7a8b")])
     plot_comparison(table).savefig("comparison.png")
+    print(comparison_text(table))
 
-    python -m lth_helpers compare runs/seed-1a2b3c4d runs/seed-5e6f7a8b --out comparison.png
+    python -m lth_helpers compare runs/seed-1a2b3c4d runs/seed-5e6f7a8b --out comparison.png   # cli.py
+
+Functions only: they print nothing and raise CompareError (a ConfigError: bad input) or a RunFolderError (a damaged or
+unreadable run folder, a figure that could not be written).
 
 Each run is labelled by what differs in its config from the others' (for example `global_pruning=True` or
 `rewind_iteration=500`; by its preset first when the presets differ, then by what differs from the runs of that
@@ -13,17 +17,15 @@ of one architecture (fc1 and fc2 widths) are compared: their percentages of weig
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .config import Config, show_value
+from .config import Config, ConfigError, show_value
 from .files import RunFolderError, WriteError, write_atomic
 from .plotting import on_log_axis, percent_axis
 from .runs import PROGRESS, RunFolder
@@ -32,8 +34,9 @@ from .tables import RESULTS
 LEGEND_CHARACTERS = 150  # characters of legend text a row of the figure's width holds
 
 
-class CompareError(ValueError):
-    """Run folders that cannot be compared (not run folders, no finished level, other architectures); one line."""
+class CompareError(ConfigError):
+    """Run folders that cannot be compared (not run folders, no finished level, other architectures), or a figure
+    file that cannot be one: bad input, one line."""
 
 
 def run_labels(configs: Sequence[Config], names: Sequence[str]) -> list[str]:
@@ -76,7 +79,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> pd.DataFrame:
     percent of weights remaining, mean and std over trials (std NaN with one trial), and the run's label.
 
     Raises CompareError for a folder that is not a finished-enough run or runs of different architectures, and
-    RunFolderError for a damaged run folder.
+    RunFolderError for a damaged run folder or one that cannot be read.
     """
     if isinstance(run_dirs, (str, Path)):
         raise CompareError(f"compare_runs takes a list of run folders, got the single path {str(run_dirs)!r}")
@@ -87,7 +90,13 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> pd.DataFrame:
     twice = [str(path) for path, key in zip(paths, resolved) if resolved.count(key) > 1]
     if twice:
         raise CompareError(f"{twice[0]} is given more than once; name each run folder once")
-    runs = [_read_run(path) for path in paths]
+    try:
+        runs = [_read_run(path) for path in paths]
+    except OSError as error:  # a folder or file this user may not read
+        raise RunFolderError(
+            f"cannot read {error.filename}: {error.strerror or error}; give yourself read access to it, or leave that "
+            f"run out"
+        ) from None
     shapes = {path: (cfg.fc1_width, cfg.fc2_width) for path, (cfg, _) in zip(paths, runs)}
     if len(set(shapes.values())) > 1:
         widths = "; ".join(f"{path}: 784-{a}-{b}-10" for path, (a, b) in shapes.items())
@@ -163,50 +172,29 @@ def finished_runs(runs_dir: Path | str, like: Config) -> list[Path]:
     return found
 
 
-def add_command(subcommands: argparse._SubParsersAction) -> None:
-    """`python -m lth_helpers compare DIR DIR ... --out FILE.png`."""
-    parser = subcommands.add_parser(
-        "compare",
-        help="several finished runs side by side, in a table and a figure",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("runs", nargs="+", metavar="DIR", help="run folders to compare (two or more)")
-    parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the figure")
-    parser.set_defaults(run=compare_command)
-
-
-def compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Exit 2 for bad input, 1 for a damaged run folder or a figure that cannot be written; nothing is written unless
-    every folder could be read."""
-    out = Path(args.out)
+def check_comparison(run_dirs: Sequence[str], out: Path) -> None:
+    """Raise CompareError unless `run_dirs` names two or more folders and `out` is a figure file (by its extension)
+    in a folder that exists: the command line's input, checked before any run folder is read."""
     formats = Figure().canvas.get_supported_filetypes()
-    if len(args.runs) < 2:
-        parser.error("compare needs at least two run folders")
+    if len(run_dirs) < 2:
+        raise CompareError("compare needs at least two run folders")
     if out.suffix.lstrip(".").lower() not in formats:
-        parser.error(f"--out {out} needs a figure extension such as .png ({', '.join(sorted(formats))})")
-    try:
-        if not out.parent.is_dir():
-            parser.error(f"--out {out}: the folder {out.parent} does not exist")
-        table = compare_runs(args.runs)
-    except CompareError as error:
-        parser.error(str(error))
-    except RunFolderError as error:
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:  # a folder this user may not read
-        print(
-            f"{parser.prog}: error: cannot read {error.filename}: {error.strerror or error}; "
-            f"give yourself read access to it, or leave that run out",
-            file=sys.stderr,
-        )
-        return 1
+        raise CompareError(f"--out {out} needs a figure extension such as .png ({', '.join(sorted(formats))})")
+    if not out.parent.is_dir():
+        raise CompareError(f"--out {out}: the folder {out.parent} does not exist")
+
+
+def comparison_text(table: pd.DataFrame) -> str:
+    """`table` (from compare_runs) as the command line prints it: every column but the folder, rounded."""
     with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.drop(columns="folder").round(2).to_string(index=False))
+        return table.drop(columns="folder").round(2).to_string(index=False)
+
+
+def write_comparison(table: pd.DataFrame, out: Path) -> None:
+    """Draw `table` (plot_comparison) into the figure file `out`, whole or not at all: a figure that was there stays
+    intact when the write fails (WriteError)."""
     figure = plot_comparison(table)
     try:
         write_atomic(out, lambda tmp: figure.savefig(tmp, format=out.suffix.lstrip(".").lower(), dpi=120))
-    except WriteError as error:  # the figure that was there, if any, is intact
-        print(f"{parser.prog}: error: cannot write {error.file}: {error.reason}", file=sys.stderr)
-        return 1
-    print(f"wrote {out}")
-    return 0
+    except WriteError as error:
+        raise WriteError(f"cannot write {error.file}: {error.reason}", error.file, error.reason) from None

@@ -4,7 +4,7 @@
         losses = step(indices)                                  # indices (n, batch): one batch per network
 
 `FastStep` is the only entry point; train_networks uses it by default, and takes it with options as its `step`,
-e.g. `functools.partial(FastStep, compile=True)`. Each trick, and why it exists:
+e.g. `functools.partial(FastStep, cuda_graph=False)`. Each trick, and why it exists:
 
 - Hand-written gradients. The three layers' gradients are written out (`_loss_and_gradients`) instead of
   recorded and replayed by autograd: for a network this small, autograd's bookkeeping is a large share of a
@@ -26,14 +26,6 @@ e.g. `functools.partial(FastStep, compile=True)`. Each trick, and why it exists:
   kernel launches, not arithmetic. The host does not wait for the device inside a step.
 - A layer whose mask keeps every weight (level 0, and any layer pruned at rate 0) skips the gradient-mask
   multiply: multiplying by one changes nothing, and the multiply is a whole pass over the weight's gradient.
-- Optionally (`compile=True`), the step's arithmetic compiled by torch.compile (Inductor): the hand-written
-  gradients, the gradient mask and Adam's update (`_adam_update`, Adam's formulas on the optimizer's own state)
-  become fewer, fused kernels, the mask folded into the update's one pass over each parameter, and on CUDA
-  those kernels are what the graph captures. The compiled code takes tensors only, so every level's new step
-  reuses it. The rule for the default: off unless measured faster on that device, and so off on the CPU and
-  on CUDA alike (docs/performance.md). If compiling fails (no C++ compiler, no Triton, an op Inductor cannot handle),
-  the step warns once and trains uncompiled, the same step. It rounds a little differently from the fused
-  Adam kernel (fused arithmetic, another order of operations).
 """
 
 from __future__ import annotations
@@ -42,7 +34,6 @@ import ctypes
 import functools
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -51,9 +42,6 @@ from torch import nn
 from .data import MNISTSplits, get_batch
 from .model import LAYERS, StackedMLP, stacked_linear
 
-# torch.optim.Adam's state of a parameter, which the compiled step updates in place
-ADAM_STATE = ("exp_avg", "exp_avg_sq", "step")
-
 
 class FastStep:
     """One Adam step for every network of `model` on its own batch: `step(indices)` -> per-network losses (n,).
@@ -61,9 +49,7 @@ class FastStep:
     `indices` (n, batch) pick each network's examples from `data`'s training set. The losses stay on the device
     (no host sync). Use it as a context manager to flush subnormal floats while training on the CPU; steps taken
     outside a `with` block are the same steps, only slower where subnormals occur. `cuda_graph` defaults to
-    "the data is on CUDA"; `graph` is the captured CUDA graph once there is one. `compile` compiles the step's
-    arithmetic with torch.compile from the second step on (the first, uncompiled, creates Adam's state); the
-    first compiled step pays for the compile. `compiled` says whether steps now run compiled.
+    "the data is on CUDA"; `graph` is the captured CUDA graph once there is one.
     """
 
     WARMUP = 3  # eager steps before capture, so that Adam's state and cuBLAS workspaces exist
@@ -74,20 +60,13 @@ class FastStep:
         data: MNISTSplits,
         learning_rate: float,
         cuda_graph: bool | None = None,
-        compile: bool = False,
     ):
         self.model, self.data = model, data
         self.use_graph = data.train_x.device.type == "cuda" if cuda_graph is None else cuda_graph
-        # capturable: Adam's step count on the device, as a graph needs it and as the compiled update computes with it
-        capturable = self.use_graph or (compile and data.train_x.device.type == "cuda")
-        self.optimizer = torch.optim.Adam(
-            model.parameters(), lr=learning_rate, capturable=capturable, fused=not compile, foreach=compile or None
-        )
+        # capturable: Adam's step count on the device, as a graph needs it
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, capturable=self.use_graph, fused=True)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.steps, self._flushing = 0, False
-        self.compile, self.compiled = compile, False  # compiled: True once a compiled step has run
-        self._compiled_step: Callable[..., torch.Tensor] | None = None
-        self._compiled_arguments: tuple = ()  # all but the indices, gathered once at the first compiled step
         _zero_pruned_entries(model)
         layers = [getattr(model, name) for name in LAYERS]
         self._weights, self._biases = [_trainable_weight(layer) for layer in layers], [layer.bias for layer in layers]
@@ -123,38 +102,10 @@ class FastStep:
         return self.static_loss
 
     def _step(self, indices: torch.Tensor) -> torch.Tensor:
-        if not self.compile or not self.optimizer.state:  # uncompiled, or the first step, which makes Adam's state
-            return self._eager_step(indices)
-        if self.compiled:
-            return self._compiled_step(*self._compiled_arguments, indices)
-        try:  # the first compiled step compiles: a failure there trains on uncompiled, never stops the run
-            self._compiled_arguments = self._tensors()
-            self._compiled_step = torch.compile(_step_on_tensors, dynamic=False)
-            losses = self._compiled_step(*self._compiled_arguments, indices)
-        except Exception as error:  # noqa: BLE001 (Dynamo and Inductor raise many kinds; each means "no compile")
-            warnings.warn(f"torch.compile failed, training uncompiled: {_first_line(error)}", stacklevel=4)
-            self.compile, self._compiled_step = False, None
-            return self._eager_step(indices)  # the gradients are rewritten whole; Adam had not stepped
-        self.compiled = True
-        return losses
-
-    def _eager_step(self, indices: torch.Tensor) -> torch.Tensor:
         x, y = get_batch(self.data.train_x, self.data.train_y, indices)
         losses = _loss_and_gradients(self._weights, self._biases, self._masks, self._grads, x, y)
         self.optimizer.step()
         return losses
-
-    def _tensors(self) -> tuple:
-        """The compiled step's arguments but the indices: tensors and plain values only, never the model or the
-        optimizer, so that the next level's step (new objects, the same shapes) reuses the compiled code instead of
-        compiling again. The parameters go as aliases that do not require grad (what Adam's no_grad step sees)."""
-        group = self.optimizer.param_groups[0]
-        state = [self.optimizer.state[param] for param in group["params"]]
-        adam = {key: [s[key] for s in state] for key in ADAM_STATE}
-        adam["params"], adam["grads"] = [p.detach() for p in group["params"]], [p.grad for p in group["params"]]
-        hyper = {key: group[key] for key in ("lr", "betas", "eps")}  # no weight decay, no amsgrad: Adam's defaults
-        weights, biases = ([p.detach() for p in params] for params in (self._weights, self._biases))
-        return weights, biases, self._masks, self._grads, self.data.train_x, self.data.train_y, adam, hyper
 
     def _eager_on_side_stream(self) -> torch.Tensor:
         stream = _side_stream(self.data.train_x.device)
@@ -168,57 +119,6 @@ class FastStep:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):  # records, does not run: the replay in __call__ is the step
             self.static_loss = self._step(self.static_indices)
-
-
-def _step_on_tensors(
-    weights: list[torch.Tensor],
-    biases: list[torch.Tensor],
-    masks: list[torch.Tensor | None],
-    grads: tuple[list[torch.Tensor], list[torch.Tensor]],
-    train_x: torch.Tensor,
-    train_y: torch.Tensor,
-    adam: dict[str, list[torch.Tensor]],
-    hyper: dict,
-    indices: torch.Tensor,
-) -> torch.Tensor:
-    """FastStep's eager step as one function of tensors, for torch.compile: the gradients, then Adam's update."""
-    losses = _loss_and_gradients(weights, biases, masks, grads, *get_batch(train_x, train_y, indices))
-    beta1, beta2 = hyper["betas"]
-    for param, grad, exp_avg, exp_avg_sq, step in zip(*(adam[k] for k in ("params", "grads", *ADAM_STATE))):
-        _adam_update(param, grad, exp_avg, exp_avg_sq, step, hyper["lr"], beta1, beta2, hyper["eps"])
-    return losses
-
-
-def _adam_update(
-    param: torch.Tensor,
-    grad: torch.Tensor,
-    exp_avg: torch.Tensor,
-    exp_avg_sq: torch.Tensor,
-    step: torch.Tensor,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-) -> None:
-    """torch.optim.Adam's update (no weight decay, no amsgrad), in place on one parameter and its state.
-
-    Written out for the compiled step because torch's own multi-tensor Adam does not trace as a plain function
-    on the CPU, and traced through the optimizer object it ties the compiled code to that one object (each level
-    would compile again). The same formulas as Adam's; Inductor fuses them, with the gradient mask before them,
-    into one pass over each parameter.
-    """
-    step.add_(1)
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
-    denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(eps)
-    param.sub_(lr / bias_correction1 * exp_avg / denom)
-
-
-def _first_line(error: BaseException) -> str:
-    """An exception's type and the first line of its message (the compiler's run to pages)."""
-    message = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {message[0] if message else ''}"
 
 
 @torch.no_grad()

@@ -5,7 +5,9 @@
     field_type(field)("0.2")  # 0.2: how the flag of a field reads its text
 
 The subcommands that train, `run` and `sweep`, share these flags; a sweep's `--grid` values are read as they read them.
-Every subcommand ends an error that is not bad input with `fail(parser, error)`: one line, exit status 1.
+Beside them, the pieces of the command line's one-line errors that every subcommand shares: `one_line(error)`,
+`is_out_of_memory(error)`, and `fail(parser, error)` (one line, exit status 1). cli.py turns an error into its exit
+status (`cli.exit_status_of`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import argparse
 import dataclasses
 import sys
 from typing import Any
+
+import torch
 
 from .config import DEVICES, PRESETS, Config, make_config, show_value
 
@@ -36,9 +40,9 @@ def field_type(field: dataclasses.Field) -> Any:
     return kind or _parse_names  # tuple[str, ...]
 
 
-def folder(text: str) -> str:
-    """A folder flag's text, refused when empty (a variable that expanded to nothing, most likely) rather than taken
-    for the default."""
+def check_folder_flag(text: str) -> str:
+    """A folder flag's text (argparse's `type` of --out and --data-dir), refused when empty (a variable that expanded
+    to nothing, most likely) rather than taken for the default."""
     if not text:
         raise argparse.ArgumentTypeError("empty; give a folder, or leave the flag out for its default")
     return text
@@ -47,7 +51,7 @@ def folder(text: str) -> str:
 def add_data_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of every subcommand that trains: --data-dir, --device, --no-progress."""
     parser.add_argument(
-        "--data-dir", type=folder, help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)"
+        "--data-dir", type=check_folder_flag, help="folder holding MNIST/raw (default: $LTH_DATA_DIR, else ./data)"
     )
     parser.add_argument(
         "--device", default="auto", help=f"one of: {', '.join(DEVICES)} (default: auto, CUDA when present)"
@@ -91,8 +95,16 @@ def fail(parser: argparse.ArgumentParser, error: Exception | str) -> int:
     return 1
 
 
-def one_line(error: Exception | str) -> str:
+def one_line(error: BaseException | str) -> str:
     """`error` in one line; an OS error as the path, what went wrong and what to do."""
     if isinstance(error, OSError) and error.filename is not None:
         return f"cannot use {error.filename}: {error.strerror or error}; fix its permissions, or choose another path"
     return " ".join(str(error).split())
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` says the memory ran out: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the
+    RuntimeError of torch's CPU allocator ("DefaultCPUAllocator: can't allocate memory")."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and "can't allocate" in str(error)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model import INPUT_SIZE, LAYERS, Params
+from .report import format_percent
 
 FORMS = ("dense", "compact", "sparse")  # dense: the masked network as trained, zeros multiplied too
 BATCH_SIZES = (1, 1000)
@@ -261,3 +262,60 @@ def add_best_forms(table: pd.DataFrame) -> pd.DataFrame:
             table[f"best_form_batch{batch}{suffix}"] = latency.idxmin(axis=1).str.split("_").str[0]
             table[f"speedup_batch{batch}{suffix}"] = table[f"dense_ms_batch{batch}{suffix}"] / latency.min(axis=1)
     return table
+
+
+def inference_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The inference table for reading: size, multiply-adds and latency of each form, per level."""
+    out = pd.DataFrame(
+        {
+            "% left": table.percent_remaining.round(2),
+            "compact shape": table.compact_shape,
+            "dead inputs": table.dead_inputs,
+            "MACs compact": table.compact_macs,
+            "MACs sparse": table.sparse_macs,
+            "KB dense": (table.dense_bytes / 1024).round().astype(int),
+            "KB compact": (table.compact_bytes / 1024).round().astype(int),
+            "KB sparse": (table.sparse_bytes / 1024).round().astype(int),
+        },
+        index=table.level.rename("level"),
+    )
+    for batch in BATCH_SIZES:
+        for form in FORMS:
+            out[f"ms {form} b{batch}"] = table[f"{form}_ms_batch{batch}"].round(3)
+        out[f"speedup b{batch}"] = table[f"speedup_batch{batch}"].round(2)
+    return out
+
+
+def inference_conclusions(table: pd.DataFrame) -> list[str]:
+    """Sentences about what the tickets save at inference, every number read from `table`."""
+    last = table.iloc[-1]
+    at = f"{format_percent(last.percent_remaining)} of weights"
+    sizes = {form: last[f"{form}_bytes"] for form in FORMS}
+    smallest = min(sizes, key=sizes.get)
+    sentences = [
+        f"At {at} the ticket needs {last.sparse_macs:,} multiply-adds per example run sparse (CSR), against "
+        f"{last.dense_macs:,} dense; compaction leaves a {last.compact_shape} network ({last.dead_inputs} dead input "
+        f"pixels, {last.fc1_dead_in + last.fc1_dead_out} dead fc1 units, {last.fc2_dead_in + last.fc2_dead_out} dead "
+        f"fc2 units) with {last.compact_macs:,}.",
+        f"Its smallest form is {smallest}: {sizes[smallest] / 1024:,.0f} KB against "
+        f"{sizes['dense'] / 1024:,.0f} KB dense."
+        if smallest != "dense"
+        else f"No form is smaller than the dense network ({sizes['dense'] / 1024:,.0f} KB) at {at}.",
+    ]
+    for batch in BATCH_SIZES:
+        dense_ms, best = last[f"dense_ms_batch{batch}"], last[f"best_form_batch{batch}"]
+        faster = table[table[f"speedup_batch{batch}"] > 1.05]
+        if not len(faster):
+            sentences.append(
+                f"At batch {batch}, no form runs faster than the dense network ({dense_ms:.3f} ms at {at})."
+            )
+            continue
+        first = faster.iloc[0]
+        sentences.append(
+            f"At batch {batch}, the ticket first runs faster than dense at "
+            f"{format_percent(first.percent_remaining)} of weights "
+            f"({first[f'speedup_batch{batch}']:.2f}x); at {at} the best form, {best}, takes "
+            f"{last[f'{best}_ms_batch{batch}']:.3f} ms against {dense_ms:.3f} ms dense "
+            f"({last[f'speedup_batch{batch}']:.2f}x)."
+        )
+    return sentences

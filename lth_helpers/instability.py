@@ -15,14 +15,14 @@ where they are stable, and LeNet on MNIST stable already at initialization. The 
 beside it; test error stays the headline number, as in the paper.
 
 For each chosen level, condition (the ticket and the run's controls; level 0: the dense network) and trial, `pairs`
-pairs of copies start where that network started in the run (its start rule: the rewind point, a fresh draw, ...)
-with its mask, at the iteration k its level trained from (a pruned level: the rewind iteration). Each copy trains from iteration k to the config's `iterations`, as the run's levels train from
-their rewind point, with a batch order of its own (the batches of iterations k onwards); the copies that start from
-one iteration train in one stack. The `points` evenly spaced points of every straight path, (1 - a) W_1 + a W_2 with
-the mask applied, are networks too, evaluated on the test and training splits as one stack (in slices of at most
-PATH_STACK networks, the training split in chunks of images, which bounds the memory). The dense network can also
-start from other iterations k of its own training (`rewind_iterations`): its weights after k iterations, replayed from
-theta_0 with the run's level-0 batch order.
+pairs of copies start where that network started in the run (its start rule: the rewind point, a fresh draw, ...),
+with its mask, at the iteration k its level trained from (a pruned level: the rewind iteration). Each copy trains from
+k to the config's `iterations`, as the run's levels do, with a batch order of its own (the batches of iterations k
+onwards); the copies that start from one iteration train in one stack. The `points` evenly spaced points of every
+straight path, (1 - a) W_1 + a W_2 with the mask applied, are networks too, evaluated on the test and training splits
+as one stack (in slices of at most PATH_STACK networks, the training split in chunks of images, which bounds the
+memory). The dense network can also start from other iterations k of its own training (`rewind_iterations`): its
+weights after k iterations, replayed from theta_0 with the run's level-0 batch order.
 
 instability.csv holds one row per point of every path. A rerun reuses the paths already there (with the same number of
 points) and computes only the missing ones: asking for another level costs that level alone. An instability.csv that

@@ -12,7 +12,7 @@ stack size.)
 A training step is one of two, the same step computed two ways (tested equal), chosen by train_networks' `step`:
 `ReferenceStep`, plain autograd through the forward pre-hooks of `torch.nn.utils.prune`, which is the definition;
 and fast_step.FastStep, the default, which adds every speed trick (hand-written gradients, fused Adam, subnormal
-flushing, CUDA graphs, optionally torch.compile). The host waits for the device only at evaluation points, where
+flushing, CUDA graphs). The host waits for the device only at evaluation points, where
 `Evaluator` takes validation and test together.
 """
 
@@ -36,7 +36,8 @@ from .model import LAYERS, Params, StackedMLP, stacked_linear
 from .pruning import current_params, pruned_weight
 
 DIVERGENCE_FACTOR = 100  # a training loss this many times its start (at least ln 10, a uniform guess) has diverged
-DIVERGED = f"NaN, infinite, or over {DIVERGENCE_FACTOR} times its starting value"
+# A diverged training loss, in words: what every divergence error says of the loss
+DIVERGED_LOSS = f"NaN, infinite, or over {DIVERGENCE_FACTOR} times its starting value"
 
 
 class DivergenceError(RuntimeError):
@@ -45,7 +46,7 @@ class DivergenceError(RuntimeError):
     never comes near that; an exploding run can reach 1e29 without becoming NaN, and learns nothing on the way."""
 
     def __init__(self, network: int, iteration: int):
-        super().__init__(f"network {network} diverged: training loss {DIVERGED} at iteration {iteration}")
+        super().__init__(f"network {network} diverged: training loss {DIVERGED_LOSS} at iteration {iteration}")
         self.network, self.iteration = network, iteration
 
 
@@ -93,7 +94,7 @@ def train_networks(
     Evaluates on validation and test before training, every `eval_every` iterations and at the end.
     Raises DivergenceError at the first non-finite or exploded training loss. `step(model, data, learning_rate)`
     makes the training step: FastStep (the default), ReferenceStep (plain autograd and Adam), or FastStep with its
-    options, e.g. `functools.partial(FastStep, compile=True)`.
+    options, e.g. `functools.partial(FastStep, cuda_graph=False)`.
     """
     device = data.train_x.device
     sampler = BatchSampler(batch_seeds, len(data.train_y), batch_size, device)
@@ -179,9 +180,11 @@ class Evaluator:
     Made once per training call and called at every evaluation: the splits are joined into one tensor on their
     device here, once, so that an evaluation goes over them in one loop. `chunk` examples go through at a time,
     never across a split's boundary, so every split is computed exactly as on its own. By default: all of them at
-    once on a GPU (one forward, one set of kernels for validation and test together); on a CPU about 10,000
-    network-examples, whose activations stay in cache. Each layer's masked weight (what prune's hook computes
-    before every forward) is made once per evaluation, not once per chunk.
+    once on a GPU (one forward, one set of kernels for validation and test together); on a CPU 10,000 / n_networks
+    examples, held between 1,000 and 5,000, so that a chunk's activations stay in cache: 10,000 network-examples
+    from 2 to 10 networks, 5,000 for one network, and beyond 10 networks 1,000 examples (50,000 network-examples at
+    50). Each layer's masked weight (what prune's hook computes before every forward) is made once per evaluation,
+    not once per chunk.
     """
 
     def __init__(self, splits: list[tuple[torch.Tensor, torch.Tensor]], n_networks: int, chunk: int | None = None):

@@ -250,3 +250,42 @@ def test_a_diverging_run_stops_with_exit_1_naming_level_condition_trial_and_iter
     error = capsys.readouterr().err
     assert code == 1
     assert "diverged" in error and "level 0, condition ticket, trial 0, iteration" in error
+
+
+def run_unread(command: list[str]) -> subprocess.CompletedProcess:
+    """`command` with its stdout a pipe that nobody reads any more, as `| head -1` leaves it once its line is read:
+    closed before the command prints, so that every line it prints meets a closed pipe."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        return subprocess.run(command, cwd=REPO, env=env, stdout=write, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+
+
+def test_a_run_whose_reader_has_gone_trains_to_its_end_writes_every_file_and_ends_quietly(tmp_path):
+    out = tmp_path / "run"
+    flags = ["--preset", "smoke", "--iterations", "40", "--eval-every", "20", "--no-progress", "--out", str(out)]
+    done = run_unread([sys.executable, "-m", "lth_helpers", *flags])
+    assert (done.returncode, done.stderr) == (0, "")
+    cfg = make_config("smoke", iterations=40, eval_every=20)
+    assert sorted(pd.read_csv(out / "results.csv").level.unique()) == list(range(cfg.rounds + 1))
+    for name in (
+        "inference.csv",
+        "inference_latency.png",
+        "accuracy_vs_weights.png",
+        f"ticket_level_{cfg.rounds:02d}.pt",
+    ):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_the_ladder_gives_each_kind_of_error_its_documented_exit_status():
+    from lth_helpers.compare import CompareError
+    from lth_helpers.runs import DamagedFileError
+
+    assert cli.exit_status_of(CompareError("not a run folder")) == 2  # bad input
+    assert cli.exit_status_of(DamagedFileError("results.csv cannot be read")) == 1
+    assert cli.exit_status_of(PermissionError(13, "Permission denied", "runs/a")) == 1
+    assert cli.exit_status_of(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 8 GB")) == 1
+    assert cli.exit_status_of(RuntimeError("a bug")) is None  # its traceback shows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from lth_helpers.cli import main
 from lth_helpers.compare import CompareError, compare_runs, finished_runs, plot_comparison, run_labels
 from lth_helpers.config import make_config
 from tests.conftest import make_run
+from tests.test_cli import run_unread
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +136,10 @@ def test_a_copy_of_a_runs_tables_is_named_as_a_copy_not_as_a_run_still_training(
     docs_copy = Path(__file__).resolve().parents[1] / "docs" / "results" / "seed"  # config.json and results.csv alone
     with pytest.raises(CompareError, match="a copy of a run's tables"):
         compare_runs([runs[0], docs_copy])
+
+
+def test_a_comparison_whose_reader_has_gone_writes_its_figure_and_ends_quietly(runs, tmp_path):
+    out = tmp_path / "comparison.png"
+    done = run_unread([sys.executable, "-m", "lth_helpers", "compare", *map(str, runs), "--out", str(out)])
+    assert (done.returncode, done.stderr) == (0, "")
+    assert out.stat().st_size > 10_000

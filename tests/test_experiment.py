@@ -114,13 +114,14 @@ def test_same_seed_same_results_and_another_seed_other_results(tmp_path, tiny_da
 
 
 def kill_at_level_2(cfg, path, data, monkeypatch) -> None:
-    """Run `cfg` in `path` until a KeyboardInterrupt ends it as level 2 starts, as Ctrl-C or a killed process would."""
+    """Run `cfg` in `path` until a KeyboardInterrupt ends it as level 2 starts (the folder holds two finished levels),
+    as Ctrl-C or a killed process would."""
     real_train = experiment.train_networks
 
-    def dies_at_level_2(*args, desc, **kwargs):
-        if desc == "level 2":
+    def dies_at_level_2(*args, **kwargs):
+        if RunFolder(path).levels_done == 2:
             raise KeyboardInterrupt
-        return real_train(*args, desc=desc, **kwargs)
+        return real_train(*args, **kwargs)
 
     monkeypatch.setattr(experiment, "train_networks", dies_at_level_2)
     with pytest.raises(KeyboardInterrupt):
@@ -370,26 +371,17 @@ def test_a_stack_with_the_one_shot_control_trains_each_network_as_it_would_train
             torch.testing.assert_close(both[..., i : i + 1], values, rtol=1e-4, atol=1e-3)
 
 
-def test_training_accuracy_is_taken_once_per_level_on_the_whole_training_split(tmp_path, tiny_data, monkeypatch):
+def test_training_accuracy_is_taken_at_the_end_of_each_level_on_the_whole_training_split(tmp_path, tiny_data):
     cfg = small(rounds=1)
-    calls = []
-    real_call = training.Evaluator.__call__
-
-    def counting(self, model):
-        calls.append(len(self.y))
-        return real_call(self, model)
-
-    monkeypatch.setattr(training.Evaluator, "__call__", counting)
     results = run(cfg, tmp_path, tiny_data)
-    evaluations = 1 + cfg.iterations // cfg.eval_every  # validation and test: before training and at each checkpoint
-    split = len(tiny_data.val_y) + len(tiny_data.test_y)
-    assert calls == ([split] * evaluations + [len(tiny_data.train_y)]) * (cfg.rounds + 1)  # the training split: once
+    curves = pd.read_csv(tmp_path / "curves.csv")  # the evaluations during training: validation and test only
+    assert not {"train_accuracy", "train_loss"} & set(curves.columns)
     folder = RunFolder(tmp_path)
     ticket = results[(results.condition == "ticket") & (results.trial == 0)].set_index("level")
     for level in range(cfg.rounds + 1):
         model = build_model(
             folder.load(f"tickets/level_{level:02d}.pt"), select(folder.load_masks(level)["ticket"], [0])
         )
-        (loss,), (accuracy,) = real_call(training.Evaluator([(tiny_data.train_x, tiny_data.train_y)], 1), model)
+        (loss,), (accuracy,) = training.Evaluator([(tiny_data.train_x, tiny_data.train_y)], 1)(model)
         assert ticket.final_train_accuracy[level] == pytest.approx(float(accuracy[0]))
         assert ticket.final_train_loss[level] == pytest.approx(float(loss[0]), rel=1e-5)

@@ -603,16 +603,23 @@ def test_a_second_run_during_the_first_ones_report_is_refused_and_the_first_fini
         pass
 
 
-def test_the_command_line_opens_its_folder_once_and_checks_memory_once(command, tmp_path, monkeypatch):
-    opened, memory_checks = [], []
-    real_open, real_check_memory = RunFolder.open.__func__, cli.check_memory
-    monkeypatch.setattr(
-        RunFolder, "open", classmethod(lambda cls, *a, **k: opened.append(a) or real_open(cls, *a, **k))
-    )
-    monkeypatch.setattr(cli, "check_memory", lambda *a: memory_checks.append(a) or real_check_memory(*a))
-    monkeypatch.setattr(experiment, "check_memory", lambda *a: pytest.fail("the run's memory checked again"))
-    assert command(tmp_path / "run")[0] == 0
-    assert len(opened) == 1 and len(memory_checks) == 1
+@pytest.mark.skipif(runs.fcntl is None, reason="run folders are locked with flock, a POSIX call")
+def test_a_second_run_while_the_first_one_trains_any_level_is_refused_and_the_first_finishes(
+    command, tmp_path, monkeypatch
+):
+    out, seen = tmp_path / "run", []
+    real_train = experiment.train_networks
+
+    def train_while_a_second_run_starts(*args, **kwargs):
+        second = subprocess.run([sys.executable, "-c", SECOND_RUN, str(out)], cwd=REPO, capture_output=True, text=True)
+        seen.append(second.stdout)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_networks", train_while_a_second_run_starts)
+    code, error = command(out)
+    assert code == 0, error
+    assert seen and all(line.startswith(f"{out} is in use by another run") for line in seen), seen
+    assert RunFolder(out).levels_done == CFG.rounds + 1
 
 
 def test_a_folder_is_held_by_one_open_and_written_only_through_it(tmp_path):

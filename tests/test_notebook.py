@@ -76,8 +76,8 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
         assert (run_dir / name).exists() and name in listed, name
     paths = pd.read_csv(run_dir / TABLE)  # the dense network and the sparsest level, ticket and both controls
     assert set(zip(paths.level, paths.condition)) == {(0, "ticket"), (1, "ticket"), (1, "reinit"), (1, "random_prune")}
-    # the sweep of the "Try this" section: its global point is the run above, its layer-wise point a new folder
-    sweep = pd.read_csv(tmp_path / "sweep.csv")
+    # the sweep of the "Try this" section, in its own folder: the comparison of RUNS_DIR's runs saw only the run above
+    sweep = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
     points = [make_config("smoke", global_pruning=g).run_name() for g in (False, True)]
     assert sweep.drop_duplicates("run").run.tolist() == points and (sweep.state == "done").all()
-    assert (tmp_path / "sweep.png").stat().st_size > 0 and "&gt;= dense down to" in html  # the overview table
+    assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 0 and "&gt;= dense down to" in html  # the overview

@@ -4,7 +4,6 @@ evaluation; divergence."""
 from __future__ import annotations
 
 import platform
-import warnings
 
 import pytest
 import torch
@@ -313,78 +312,3 @@ def test_one_forward_across_validation_and_test_as_on_a_gpu_gives_each_splits_ow
         )
         torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=0)
         assert torch.equal(accuracy, expected_accuracy), split
-
-
-def _small_pruned_stack(n: int = 2):
-    """A small stack (fc1 30 wide, fc2 20) with one round of pruning: a short compile, the same kinds of layers."""
-    params = init_params(list(range(n)), 30, 20, "kaiming_uniform")
-    shapes = layer_shapes(30, 20)
-    masks = prune_by_magnitude(build_model(params, full_masks(n, shapes)), {"fc1": 0.5, "fc2": 0.3, "fc3": 0.2})
-    return params, masks
-
-
-def test_the_compiled_step_trains_as_the_eager_step_within_rounding_and_keeps_pruned_weights_at_zero(tiny_data):
-    params, masks = _small_pruned_stack()
-    eager_model, compiled_model = build_model(params, masks), build_model(params, masks)
-    sampler = BatchSampler([4, 5], len(tiny_data.train_y), 32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a fallback to the eager step would compare eager with eager
-        eager = FastStep(eager_model, tiny_data, 2e-3)
-        compiled = FastStep(compiled_model, tiny_data, 2e-3, compile=True)
-        for it in range(300):
-            indices = sampler.indices(it)
-            torch.testing.assert_close(compiled(indices), eager(indices), rtol=1e-3, atol=1e-4)
-    assert compiled.compiled and not eager.compiled
-    trained = dict(compiled_model.named_parameters())
-    for name, param in eager_model.named_parameters():
-        # Another Adam kernel (multi-tensor, not fused) and fused arithmetic: rounding only, a fraction of one
-        # Adam step (lr 2e-3) after 300 steps; a wrong gradient or update would move weights by whole steps.
-        torch.testing.assert_close(trained[name], param, rtol=1e-3, atol=5e-4, msg=name)
-        if name.endswith("weight_orig"):
-            pruned_entries = masks[name.split(".")[0]] == 0
-            assert bool((trained[name][pruned_entries] == 0).all()) and bool((param.grad[pruned_entries] == 0).all())
-
-
-@pytest.mark.parametrize("where", ["torch.compile", "the first compiled step"])
-def test_a_failed_compile_warns_and_trains_on_with_the_eager_step(tiny_data, monkeypatch, where):
-    def failing_compile(function, **options):
-        if where == "torch.compile":
-            raise RuntimeError("no compiler here\nsecond line")
-
-        def compiled(*args):
-            raise RuntimeError("InductorError: C++ compile error\nthe compiler's log")
-
-        return compiled
-
-    monkeypatch.setattr(torch, "compile", failing_compile)
-    params, masks = _small_pruned_stack()
-    plain_model, model = build_model(params, masks), build_model(params, masks)
-    plain, step = FastStep(plain_model, tiny_data, 2e-3), FastStep(model, tiny_data, 2e-3, compile=True)
-    sampler = BatchSampler([4, 5], len(tiny_data.train_y), 32)
-    step(sampler.indices(0))  # the first step is eager: Adam's state is made there
-    with pytest.warns(UserWarning, match=r"torch.compile failed, training uncompiled: RuntimeError: [^\n]*$"):
-        step(sampler.indices(1))
-    for it in range(2, 6):
-        step(sampler.indices(it))  # no second warning, no second try
-    assert not step.compiled and not step.compile
-    for it in range(6):
-        plain(sampler.indices(it))
-    trained = dict(model.named_parameters())
-    for name, param in plain_model.named_parameters():  # multi-tensor against fused Adam: rounding only
-        torch.testing.assert_close(trained[name], param, rtol=1e-5, atol=1e-6, msg=name)
-
-
-def test_the_next_levels_compiled_step_reuses_the_compiled_code(tiny_data):
-    params, masks = _small_pruned_stack()
-    sampler = BatchSampler([4, 5], len(tiny_data.train_y), 32)
-
-    def a_level() -> FastStep:  # a new model and a new step, the same shapes, as every level of a run makes
-        step = FastStep(build_model(params, masks), tiny_data, 2e-3, compile=True)
-        for it in range(3):
-            step(sampler.indices(it))
-        return step
-
-    a_level()  # compiles, unless an earlier test already has
-    with torch._dynamo.config.patch(error_on_recompile=True), warnings.catch_warnings():
-        warnings.simplefilter("error")  # a recompile raises, and the step would report it as a failed compile
-        assert a_level().compiled
