@@ -30,7 +30,7 @@ from .data import MNISTSplits
 from .model import INPUT_SIZE, LAYERS, N_CLASSES, Params, concat, init_params, layer_shapes, select, to_device
 from .pruning import Masks, build_model, count_remaining, full_masks, prune_by_magnitude
 from .runs import DENSE, INIT, REWIND, RunFolder, masks_file, ticket_file, trained_file
-from .training import DIVERGED, DivergenceError, TrainResult, train_networks, training_split_metrics
+from .training import DIVERGED_LOSS, DivergenceError, TrainResult, train_networks, training_split_metrics
 
 
 class ExperimentError(RuntimeError):
@@ -240,7 +240,7 @@ def _train_level(
         net = networks[error.network]
         kept = f"levels 0-{level - 1} are kept" if level else "no level had finished"
         raise ExperimentError(
-            f"training diverged (loss {DIVERGED}) at level {level}, condition {net.condition}, trial {net.trial}, "
+            f"training diverged (loss {DIVERGED_LOSS}) at level {level}, condition {net.condition}, trial {net.trial}, "
             f"iteration {error.iteration}; {kept}; a lower learning_rate may help"
         ) from None
     return result, training_split_metrics(model, data)

@@ -58,7 +58,7 @@ from .pruning import Masks, build_model, full_masks
 from .report import format_percent, mean_std
 from .runs import INIT, PROGRESS, REWIND, RunFolder
 from .tables import RESULTS
-from .training import DIVERGED, DivergenceError, Evaluator, train_networks
+from .training import DIVERGED_LOSS, DivergenceError, Evaluator, train_networks
 
 POINTS = 25  # evenly spaced points along each straight path, both ends included
 MAX_POINTS = 1000  # a path sampled finer than this shows nothing more; a typo of a few zeros costs hours instead
@@ -458,9 +458,9 @@ def train_copies(cfg: Config, pairs: list[Pair], data: MNISTSplits, progress: bo
         except DivergenceError as error:
             pair = group[error.network // 2]
             raise ExperimentError(
-                f"training diverged (loss {DIVERGED}) in the instability analysis at level {pair.level}, condition "
-                f"{pair.condition}, trial {pair.trial}, pair {pair.pair}, copy {error.network % 2}, iteration "
-                f"{error.iteration}; nothing was written"
+                f"training diverged (loss {DIVERGED_LOSS}) in the instability analysis at level {pair.level}, "
+                f"condition {pair.condition}, trial {pair.trial}, pair {pair.pair}, copy {error.network % 2}, "
+                f"iteration {error.iteration}; nothing was written"
             ) from None
         ends = to_device(result.params, "cpu")
         for j, i in enumerate(chosen):

@@ -51,8 +51,7 @@ from .data import DataError, load_mnist
 from .data import data_dir as data_dir_of
 from .experiment import ExperimentError, run_experiment
 from .files import RunFolderError, lock_folder, read_checked, write_atomic
-from .flags import add_run_flags, config_overrides, fail, field_type, one_line
-from .flags import folder as folder_flag
+from .flags import add_run_flags, check_folder_flag, config_overrides, fail, field_type, is_out_of_memory, one_line
 from .report import format_percent
 from .runs import CONFIG, RunFolder
 
@@ -284,13 +283,6 @@ def _grid_text(grid: Mapping[str, Sequence[Any]]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Running the points
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """Whether `error` is running out of memory: MemoryError, torch's OutOfMemoryError, or the RuntimeError of
-    torch's CPU allocator ("can't allocate")."""
-    oom = isinstance(error, (MemoryError, torch.OutOfMemoryError))
-    return oom or (isinstance(error, RuntimeError) and "can't allocate" in str(error))
 
 
 def failure_reason(error: BaseException) -> str:
@@ -673,7 +665,7 @@ def add_command(subcommands: argparse._SubParsersAction) -> None:
         epilog="docs/sweeps.md: local runs, the GPUs of one machine, Slurm, resume and failures, cost.",
     )
     parser.add_argument("--preset", required=True, help="the base config's preset: smoke, seed or paper")
-    parser.add_argument("--out", required=True, type=folder_flag, metavar="SWEEP_DIR", help="the sweep folder")
+    parser.add_argument("--out", required=True, type=check_folder_flag, metavar="SWEEP_DIR", help="the sweep folder")
     parser.add_argument(
         "--grid",
         action="append",
