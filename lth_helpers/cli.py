@@ -64,7 +64,7 @@ from .flags import add_run_flags, check_folder_flag, config_overrides, is_out_of
 from .inference import first_network, inference_conclusions, inference_summary, inference_table, smallest_form
 from .paper import paper_comparison
 from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
-from .report import accuracy_at_init_conclusions, conclusions, summary_table
+from .report import accuracy_at_init_conclusions, conclusions, condition_conclusions, summary_table
 from .runs import INFERENCE_TABLE, INIT, RunFolder, exported_ticket_file
 
 PROG = "python -m lth_helpers"
@@ -246,7 +246,8 @@ def write_report(run: RunFolder, results: pd.DataFrame, test_x: torch.Tensor, la
     curves = run.curves()
     run.save_figures(run_figures(results, curves, run.load(INIT), run.ticket_masks()))
     lines = [summary_table(results).to_string(), *conclusions(results), *accuracy_at_init_conclusions(curves, results)]
-    comparison = paper_comparison(results)
+    lines += condition_conclusions(results, curves)
+    comparison = paper_comparison(results, curves)
     if len(comparison):  # a list: as a table it runs past 300 columns
         lines.append("\nThe paper's statements about LeNet-300-100, and this run:")
         lines += [

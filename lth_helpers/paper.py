@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .followups import followup_rows
 from .report import format_percent, has_train_accuracy, mean_std, nearest_level, percent_by_level, span
 
 FITS_TRAINING_SET = 99.0  # training accuracy (%) from which a network counts as fitting its training set (~100%)
 
 
-def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
+def paper_comparison(results: pd.DataFrame, curves: pd.DataFrame | None = None) -> pd.DataFrame:
     """The paper's statements about LeNet-300-100 beside this run's numbers, one row per statement.
 
     Frankle & Carbin (ICLR 2019), Section 2 and Figures 3-4; accuracies are test accuracy at early
@@ -26,7 +27,8 @@ def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
     bound the paper states; for "x times sooner", the excess over 1), "direction only" when it shows it
     much weaker or stronger, "no" when it does not. A statement about a percentage, or a range of
     percentages, the run has no level near (within 10%) or in is left out; the one-shot rows need the
-    one_shot control, the reinit rows the reinit control.
+    one_shot control, the reinit rows the reinit control. Then the follow-up papers' statements
+    (followups.py), those about accuracy before training from `curves` where given.
     """
     acc = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_test_accuracy")
     stop = results.pivot_table(index="trial", columns=["condition", "level"], values="early_stop_iteration")
@@ -38,6 +40,7 @@ def paper_comparison(results: pd.DataFrame) -> pd.DataFrame:
     rows += _generalization_rows(results, percent)
     if "one_shot" in conditions:
         rows += _one_shot_rows(acc, stop, percent)
+    rows += followup_rows(results, curves)
     return pd.DataFrame(rows, columns=["the paper says", "paper", "this run", "agrees"])
 
 
@@ -207,12 +210,13 @@ def _one_shot_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) ->
     """
     pruned = percent[percent.index > 0]
     rows = []
+    reaches = {size: nearest_level(percent, size, within=0.1) is not None for size in (17.6, 5.17)}
     levels = [lv for lv in pruned.index if 17.6 <= pruned[lv] <= 67.5]
-    if levels:
+    if levels and reaches[17.6]:
         statement = "One-shot tickets stop early sooner than the dense network from 67.5% down to 17.6%"
         rows.append(sooner_than_dense(statement, stop, "one_shot", "one-shot", levels))
     levels = [lv for lv in pruned.index if 5.17 <= pruned[lv] <= 95.0]
-    if levels:
+    if levels and reaches[5.17]:
         gain = acc["one_shot"][levels].sub(acc["ticket", 0], axis=0)
         worst = gain.mean().idxmin()
         above = int((gain.mean() > 0).sum())
@@ -226,6 +230,8 @@ def _one_shot_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) ->
             )
         )
     last = pruned.index[-1]
+    if pruned[last] > 5.17 * 1.1:  # "at smaller network sizes": those below the range where one-shot beats dense
+        return rows
     ahead, later = acc["ticket", last] - acc["one_shot", last], stop["one_shot", last] / stop["ticket", last]
     rows += [
         (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from . import conditions
 from .config import CONTROLS
 
 
@@ -209,12 +210,12 @@ def generalization_conclusions(results: pd.DataFrame) -> list[str]:
 
 
 def accuracy_at_init_conclusions(curves: pd.DataFrame, results: pd.DataFrame) -> list[str]:
-    """Sentences about the test accuracy before any training (iteration 0 of every level, means over trials).
+    """Sentences about the test accuracy before any training (`before_training`, means over trials).
 
     A ticket's mask applied to its own initial weights already classifies far above chance (Zhou et al. 2019,
     "Deconstructing lottery tickets: zeros, signs, and the supermask"); a mask on fresh weights does not.
     """
-    at_init = curves[curves.iteration == 0].groupby(["condition", "level"]).test_accuracy.mean()
+    at_init = before_training(curves).groupby(["condition", "level"]).test_accuracy.mean()
     percent = percent_by_level(results)
     ticket = at_init["ticket"]
     sentences = [f"Before any training, the dense network scores {ticket.iloc[0]:.2f}% on the test set (chance: 10%)."]
@@ -236,6 +237,50 @@ def accuracy_at_init_conclusions(curves: pd.DataFrame, results: pd.DataFrame) ->
         sentences.append(
             f"Untrained at {format_percent(percent[last])} of weights: the ticket {ticket[last]:.2f}%, "
             + ", ".join(controls)
+            + "."
+        )
+    return sentences
+
+
+def before_training(curves: pd.DataFrame) -> pd.DataFrame:
+    """Each network's first evaluation (level, condition, trial): before its level's training, at iteration 0, or at
+    the rewind iteration k where a pruned level trains from k to T."""
+    first = curves.groupby(["level", "condition", "trial"]).iteration.transform("min")
+    return curves[curves.iteration == first]
+
+
+SUPERMASK_ABOVE = 20.0  # accuracy (%) before training from which a mask counts as far above chance (10%)
+
+
+def condition_conclusions(results: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
+    """For a run of conditions beyond Frankle & Carbin's controls (conditions.py): each one's test accuracy at early
+    stopping at the sparsest level against the ticket's, best first, and the untrained networks that score far above
+    chance (supermasks, Zhou et al. 2019), each at its best level (fine-tuned networks start trained: left out);
+    means over trials."""
+    names = set(results.condition) - {"ticket", *CONTROLS}
+    if not names or results.level.max() == 0:
+        return []
+    percent, last = percent_by_level(results), results.level.max()
+    accuracy = results[results.level == last].groupby("condition").early_stop_test_accuracy.mean()
+    others = accuracy.drop("ticket").sort_values(ascending=False)
+    sentences = [
+        f"At {format_percent(percent[last])} of weights, against the ticket's {accuracy['ticket']:.2f}% at early "
+        "stopping: "
+        + ", ".join(f"{conditions.label(c)} {a - accuracy['ticket']:+.2f}" for c, a in others.items())
+        + " points."
+    ]
+    untrained = curves[(curves.level > 0) & curves.condition.map(lambda c: conditions.parse(c).start != "fine_tune")]
+    at_init = before_training(untrained).groupby(["condition", "level"]).test_accuracy.mean()
+    best = at_init.groupby("condition").agg(["max", "idxmax"]).sort_values("max", ascending=False)
+    far = best[best["max"] >= SUPERMASK_ABOVE]
+    if len(far):
+        sentences.append(
+            f"Untrained, {len(far)} of {len(best)} conditions score {SUPERMASK_ABOVE:.0f}% or more on the test set "
+            "at their best level (chance: 10%): "
+            + ", ".join(
+                f"{conditions.label(c)} {row['max']:.1f}% at {format_percent(percent[row['idxmax'][1]])}"
+                for c, row in far.iterrows()
+            )
             + "."
         )
     return sentences
