@@ -49,6 +49,7 @@ from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rew
 from .report import (
     accuracy_at_init_conclusions,
     conclusions,
+    condition_conclusions,
     generalization_conclusions,
     one_shot_conclusions,
     summary_table,
@@ -93,6 +94,7 @@ __all__ = [
     "StackedMLP",
     "build_model",
     "conclusions",
+    "condition_conclusions",
     "data_dir",
     "default_preset",
     "full_masks",
