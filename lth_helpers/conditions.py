@@ -258,7 +258,7 @@ def check_controls(controls: tuple[str, ...]) -> tuple[str, ...]:
         raise ConditionError("ticket (ticket:rewind) is the winning ticket itself, always trained; it is no control")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise ConditionError(f"controls names {twice[0]} twice (reinit and ticket:reinit are one condition)")
+        raise ConditionError(f"{twice[0]} is named twice (reinit and ticket:reinit are one condition)")
     return names
 
 
