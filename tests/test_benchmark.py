@@ -37,3 +37,11 @@ def test_trainings_counts_the_controls_from_the_first_pruned_level():
     paper = benchmark.make_config("paper")  # 5 trials; 21 levels; a reinit control at the 20 pruned ones
     assert benchmark.trainings(paper) == 5 * (1 + 20 * 2)
     assert benchmark.trainings(paper, first_level=20) == 5 * 2
+
+
+def test_the_conditions_benchmark_prints_a_row_per_count(monkeypatch, capsys):
+    conditions = load_script("conditions.py")
+    monkeypatch.setattr(sys, "argv", ["conditions.py", "--conditions", "2,3", "--iterations", "10"])
+    conditions.main()
+    rows = re.findall(r"^\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", capsys.readouterr().out, re.MULTILINE)
+    assert [int(n) for n, *_ in rows] == [2, 3] and all(float(train) > 0 for _, _, train, _ in rows)
