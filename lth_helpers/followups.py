@@ -142,11 +142,11 @@ def _frankle_2021_rows(acc: pd.DataFrame, small: int, percent: pd.Series) -> lis
             )
         )
     hurt = [(name, c) for name, c in (("shuffling", "shuffle"), ("a fresh draw", "reinit")) if _has(acc, c)]
-    if hurt and _has(acc, "ticket"):
+    if hurt and methods:  # the contrast with the methods at initialization (reinit alone: Frankle & Carbin's rows)
         gaps = {name: _gap(acc, c, "ticket", small) for name, c in hurt}
         rows.append(
             (
-                "Frankle et al. 2021: unlike them, the ticket (pruned after training) loses to "
+                "Frankle et al. 2021: unlike those masks, the ticket (pruned after training) loses to "
                 + " and to ".join(gaps)
                 + " (points)",
                 "it loses (abstract)",
