@@ -30,7 +30,7 @@ import torch
 
 import lth_helpers.sweep as sweep
 from lth_helpers.cli import build_parser, main
-from lth_helpers.compare import compare_runs
+from lth_helpers.compare import compare_runs, matching_percent, plot_sweep
 from lth_helpers.config import ConfigError, make_config
 from lth_helpers.experiment import run_experiment
 from lth_helpers.runs import RunFolder
@@ -417,15 +417,15 @@ def test_matching_percent_is_where_the_ticket_first_falls_below_dense():
             }
         )
 
-    assert sweep.matching_percent(levels(97, 97.5, 97.2, 96.9, 97.8)) == pytest.approx(64)  # not the later 40.96
-    assert sweep.matching_percent(levels(97, 96, 98)) == 100  # below dense at once: no pruned level matches
-    assert sweep.matching_percent(levels(97, 97, 97)) == pytest.approx(64)  # as accurate counts
-    assert np.isnan(sweep.matching_percent(levels(97)))
+    assert matching_percent(levels(97, 97.5, 97.2, 96.9, 97.8)) == pytest.approx(64)  # not the later 40.96
+    assert matching_percent(levels(97, 96, 98)) == 100  # below dense at once: no pruned level matches
+    assert matching_percent(levels(97, 97, 97)) == pytest.approx(64)  # as accurate counts
+    assert np.isnan(matching_percent(levels(97)))
 
 
 def test_the_figure_is_a_line_per_value_for_one_field_and_a_heatmap_of_matching_percent_for_two(synthetic, tmp_path):
     one = sweep.run_sweep(TINY_BASE, {"learning_rate": [1e-3, 2e-3]}, tmp_path / "one", progress=False)
-    figure = sweep.plot_sweep(one)
+    figure = plot_sweep(one)
     (legend,) = figure.legends
     assert [text.get_text() for text in legend.get_texts()] == ["0.001", "0.002"]
     assert legend.get_title().get_text() == "winning ticket, learning_rate"
@@ -434,14 +434,14 @@ def test_the_figure_is_a_line_per_value_for_one_field_and_a_heatmap_of_matching_
     two = sweep.run_sweep(
         TINY_BASE, {"learning_rate": [1e-3, 1e38], "global_pruning": [True, False]}, tmp_path / "two", progress=False
     )
-    heatmap = sweep.plot_sweep(two).axes[0].images[0].get_array()
+    heatmap = plot_sweep(two).axes[0].images[0].get_array()
     expected = [
-        [sweep.matching_percent(two[two.run == run]) for run in runs]
+        [matching_percent(two[two.run == run]) for run in runs]
         for runs in np.array(two.drop_duplicates("run").run).reshape(2, 2)
     ]
     assert np.ma.getdata(heatmap)[0].tolist() == pytest.approx(expected[0])
     assert np.ma.getmaskarray(heatmap)[1].all()  # the diverged points: no level, no value
-    texts = [t.get_text() for t in sweep.plot_sweep(two).axes[0].texts]
+    texts = [t.get_text() for t in plot_sweep(two).axes[0].texts]
     assert texts.count("failed") == 2
 
 
