@@ -11,7 +11,8 @@ curves.csv), runs (the run folder: resume, its checks, --overwrite), inference (
 compacted and sparse forms, and the sentences about them), report (tables and computed conclusions), paper (the
 paper's statements beside a run's numbers), plotting (the paper's figures,
 what a ticket keeps), compare (runs, or a sweep's points, side by side), flags (a config on the command line),
-sweep (grids of configs), instability (linear mode connectivity of a finished run's networks), cli.
+sweep (grids of configs), sweep_jobs (a sweep's points as submitit jobs),
+instability (linear mode connectivity of a finished run's networks), cli.
 """
 
 from . import _startup  # noqa: F401  first, before torch: Ctrl-C while `python -m lth_helpers` starts is one line

@@ -66,6 +66,7 @@ from .paper import paper_comparison
 from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
 from .report import accuracy_at_init_conclusions, conclusions, summary_table
 from .runs import INFERENCE_TABLE, INIT, RunFolder, exported_ticket_file
+from .sweep_jobs import JOB_FLAGS, make_engine
 
 PROG = "python -m lth_helpers"
 BAD_INPUT, FAULT, INTERRUPTED = 2, 1, 130  # the exit statuses besides 0
@@ -336,7 +337,7 @@ def add_sweep_command(subcommands: argparse._SubParsersAction) -> None:
     engine = parser.add_argument_group("where the points run")
     engine.add_argument("--engine", choices=("local", "submitit"), default="local", help="local: in this process")
     engine.add_argument("--cluster", choices=("auto", "slurm", "local", "debug"), help="submitit's executor")
-    for name, (kind, text, _) in sweep.JOB_FLAGS.items():
+    for name, (kind, text, _) in JOB_FLAGS.items():
         engine.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
     parser.set_defaults(run=sweep_command)
 
@@ -349,9 +350,7 @@ def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         for name in (name for name in grid if name in overrides):
             raise ConfigError(f"{name} is given both as a flag and in --grid; give it once")
         planned = sweep.plan_sweep(make_config(args.preset, **overrides), grid, args.out, args.overwrite)
-        engine = sweep.make_engine(
-            args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in sweep.JOB_FLAGS}
-        )
+        engine = make_engine(args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in JOB_FLAGS})
         sweep.check_engine(planned, engine, args.device)
         say(f"{args.out}: {len(planned.points)} points ({' x '.join(planned.grid)}) of the {args.preset} preset")
         if args.dry_run:

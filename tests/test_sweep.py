@@ -29,6 +29,7 @@ import pytest
 import torch
 
 import lth_helpers.sweep as sweep
+import lth_helpers.sweep_jobs as sweep_jobs
 from lth_helpers.cli import build_parser, main
 from lth_helpers.compare import compare_runs, matching_percent, plot_sweep
 from lth_helpers.config import ConfigError, make_config
@@ -67,7 +68,8 @@ def run(capsys):
 @pytest.fixture
 def synthetic(monkeypatch):
     """The sweep reads synthetic data instead of MNIST (200 validation images, as tiny_config expects)."""
-    monkeypatch.setattr(sweep, "load_mnist", lambda root, val_size, device: synthetic_splits())
+    for module in (sweep, sweep_jobs):  # the local engine's points, and a submitit job's
+        monkeypatch.setattr(module, "load_mnist", lambda root, val_size, device: synthetic_splits())
 
 
 def state_of(listing: str, run: str) -> str:
@@ -546,7 +548,9 @@ def test_the_slurm_executor_is_configured_from_the_flags_without_running_slurm(t
         *("--gpus-per-job 1 --cpus-per-job 4 --mem-gb 16 --jobs 2".split()),
     ]
     args = build_parser().parse_args(["sweep", *flags])
-    options = sweep.make_engine(args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in sweep.JOB_FLAGS})
+    options = sweep_jobs.make_engine(
+        args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in sweep_jobs.JOB_FLAGS}
+    )
     assert options.resolve_cluster() == "slurm"
     todo = sweep.plan_sweep(make_config("smoke"), sweep.parse_grid(args.grid), tmp_path / "grid").points
     jobs, chunks, cluster = sweep.submit_points(options, tmp_path / "grid", todo, tmp_path / "data", "auto")
@@ -567,7 +571,7 @@ def test_the_slurm_executor_is_configured_from_the_flags_without_running_slurm(t
     assert [[p.name for p in chunk] for chunk in chunks] == [[p.name] for p in todo]
     for job, point in zip(jobs, todo):  # what each array task will run
         submission = pickle.loads(job.paths.submitted_pickle.read_bytes())
-        assert submission.function is sweep.run_points
+        assert submission.function is sweep_jobs.run_points
         assert submission.args == ([point.cfg], str((tmp_path / "grid").resolve()), str(tmp_path / "data"), "auto")
 
 
