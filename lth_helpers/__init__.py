@@ -10,12 +10,13 @@ files (whole-file writes, checked reads, the folder lock), tables (the schema of
 curves.csv), runs (the run folder: resume, its checks, --overwrite), inference (what a ticket costs to run:
 compacted and sparse forms, and the sentences about them), report (tables and computed conclusions), paper (the
 paper's statements beside a run's numbers), plotting (the paper's figures,
-what a ticket keeps), compare (runs side by side), flags (a config on the command line), sweep (grids
-of configs), instability (linear mode connectivity of a finished run's networks), cli.
+what a ticket keeps), compare (runs, or a sweep's points, side by side), flags (a config on the command line),
+sweep (grids of configs), sweep_jobs (a sweep's points as submitit jobs),
+instability (linear mode connectivity of a finished run's networks), cli.
 """
 
 from . import _startup  # noqa: F401  first, before torch: Ctrl-C while `python -m lth_helpers` starts is one line
-from .compare import CompareError, compare_runs, finished_runs, plot_comparison
+from .compare import CompareError, compare_runs, finished_runs, plot_comparison, plot_sweep, sweep_overview
 from .config import Config, ConfigError, default_preset, make_config, resolve_device
 from .data import data_dir, load_mnist
 from .experiment import run_experiment
@@ -55,7 +56,7 @@ from .report import (
     summary_table,
 )
 from .runs import RunFolder
-from .sweep import plot_sweep, run_sweep, sweep_overview
+from .sweep import run_sweep
 from .training import ReferenceStep, reference_step, train_networks
 
 __all__ = [

@@ -12,8 +12,8 @@ Exit status 2 for bad input, a model too big for the device's memory, or a run f
 run folder cannot be written or read back (finished levels are kept, the folder is left as it was); 130 when
 interrupted, at any moment (the same command resumes). Every error is one line that names what to do.
 
-The subcommands `run` and `compare` have their parsers here, over the functions of experiment.py, report.py and
-compare.py; `sweep` and `instability` have theirs in sweep.py and instability.py. A subcommand is two functions:
+The subcommands `run`, `compare` and `sweep` have their parsers here, over the functions of experiment.py, report.py,
+compare.py and sweep.py; `instability` has its own in instability.py. A subcommand is two functions:
 
     def add_command(subcommands: argparse._SubParsersAction) -> None:
         parser = subcommands.add_parser("NAME", help="one line for --help", description="what it does")
@@ -66,6 +66,7 @@ from .paper import paper_comparison
 from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
 from .report import accuracy_at_init_conclusions, conclusions, condition_conclusions, summary_table
 from .runs import INFERENCE_TABLE, INIT, RunFolder, exported_ticket_file
+from .sweep_jobs import JOB_FLAGS, make_engine
 
 PROG = "python -m lth_helpers"
 BAD_INPUT, FAULT, INTERRUPTED = 2, 1, 130  # the exit statuses besides 0
@@ -305,4 +306,72 @@ def compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return 0
 
 
-COMMANDS = (add_run_command, add_compare_command, sweep.add_command, instability.add_command)  # see the docstring
+# ---------------------------------------------------------------------------------------------
+# sweep
+
+
+def add_sweep_command(subcommands: argparse._SubParsersAction) -> None:
+    """`python -m lth_helpers sweep --preset P --grid FIELD=V1,V2 ... --out SWEEP_DIR`."""
+    parser = subcommands.add_parser(
+        "sweep",
+        usage="%(prog)s --preset PRESET --grid FIELD=V1,V2,... [--grid ...] --out SWEEP_DIR [options]",
+        help="a grid of configs, each point a run folder; resumable, here or through submitit",
+        description="Run a grid of configs, each point an ordinary run folder in SWEEP_DIR; the same command "
+        "resumes. Exit status 2 for bad input (nothing written), 1 when a point failed (the others ran) or a file "
+        "could not be written or read, 130 when interrupted.",
+        epilog="docs/sweeps.md: local runs, the GPUs of one machine, Slurm, resume and failures, cost.",
+    )
+    parser.add_argument("--preset", required=True, help="the base config's preset: smoke, seed or paper")
+    parser.add_argument("--out", required=True, type=check_folder_flag, metavar="SWEEP_DIR", help="the sweep folder")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        required=True,
+        metavar="FIELD=V1,V2,...",
+        help="a config field and its values, parsed as its flag parses them (repeat for more fields; a list-valued "
+        f"field separates its values with {sweep.LIST_SEPARATOR}: controls=reinit{sweep.LIST_SEPARATOR}reinit,"
+        "random_prune)",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="list the points and where each stands; run nothing")
+    parser.add_argument("--overwrite", action="store_true", help="make this grid the folder's sweep (docs/sweeps.md)")
+    add_run_flags(parser)
+    engine = parser.add_argument_group("where the points run")
+    engine.add_argument("--engine", choices=("local", "submitit"), default="local", help="local: in this process")
+    engine.add_argument("--cluster", choices=("auto", "slurm", "local", "debug"), help="submitit's executor")
+    for name, (kind, text, _) in JOB_FLAGS.items():
+        engine.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
+    parser.set_defaults(run=sweep_command)
+
+
+def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Check everything before writing anything (bad input: exit 2), then run the points that are not done and write
+    the summary; exit status 1 when a point failed (the others ran), and the failed points named on stderr."""
+    try:
+        grid, overrides = sweep.parse_grid(args.grid), config_overrides(args)
+        for name in (name for name in grid if name in overrides):
+            raise ConfigError(f"{name} is given both as a flag and in --grid; give it once")
+        planned = sweep.plan_sweep(make_config(args.preset, **overrides), grid, args.out, args.overwrite)
+        engine = make_engine(args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in JOB_FLAGS})
+        sweep.check_engine(planned, engine, args.device)
+        say(f"{args.out}: {len(planned.points)} points ({' x '.join(planned.grid)}) of the {args.preset} preset")
+        if args.dry_run:
+            say(sweep.dry_run(planned))
+            return 0
+        table = sweep.run_planned(planned, engine, args.data_dir, args.device, not args.no_progress, say)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished levels are kept in {args.out}; the same command resumes", file=sys.stderr)
+        return INTERRUPTED
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        say(
+            compare.sweep_overview(table).to_string(index=False),
+            f"wrote {planned.folder / sweep.TABLE_FILE} and {sweep.FIGURE_FILE}",
+        )
+    failed = table.drop_duplicates("run").query("state == 'failed'")
+    for row in failed.itertuples():
+        print(f"failed: {row.run}: {row.failure}", file=sys.stderr)
+    if len(failed):
+        print(f"{len(failed)} of {len(planned.points)} points failed; the same command retries them", file=sys.stderr)
+    return FAULT if len(failed) else 0
+
+
+COMMANDS = (add_run_command, add_compare_command, add_sweep_command, instability.add_command)  # see the docstring

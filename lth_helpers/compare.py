@@ -5,6 +5,7 @@
     print(comparison_text(table))
 
     python -m lth_helpers compare runs/seed-1a2b3c4d runs/seed-5e6f7a8b --out comparison.png   # cli.py
+    sweep_overview(table), plot_sweep(table)  # a sweep's points side by side, from its table (sweep.py's sweep.csv)
 
 Functions only: they print nothing and raise CompareError (a ConfigError: bad input) or a RunFolderError (a damaged or
 unreadable run folder, a figure that could not be written).
@@ -22,12 +23,16 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
+import numpy as np
 import pandas as pd
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from .config import Config, ConfigError, show_value
 from .files import RunFolderError, WriteError, write_atomic
 from .plotting import on_log_axis, percent_axis
+from .report import format_percent
 from .runs import PROGRESS, RunFolder
 from .tables import RESULTS
 
@@ -198,3 +203,109 @@ def write_comparison(table: pd.DataFrame, out: Path) -> None:
         write_atomic(out, lambda tmp: figure.savefig(tmp, format=out.suffix.lstrip(".").lower(), dpi=120))
     except WriteError as error:
         raise WriteError(f"cannot write {error.file}: {error.reason}", error.file, error.reason) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# A sweep's points side by side: its table (sweep.py's sweep.csv) read and drawn
+
+
+def grid_fields(table: pd.DataFrame) -> list[str]:
+    """The grid's fields of a sweep table: its columns before `run`."""
+    return list(table.columns[: table.columns.get_loc("run")])
+
+
+def matching_percent(levels: pd.DataFrame) -> float:
+    """The smallest percent of weights down to which the ticket is at least as accurate as the dense network at every
+    pruned level (means over trials); 100 when the first pruned level is already below it, NaN without a pruned
+    level. `levels` are one point's rows of a sweep table."""
+    levels = levels.dropna(subset=["level"]).sort_values("level")
+    if len(levels) < 2:
+        return math.nan
+    below = levels.ticket_accuracy_mean.iloc[1:] < levels.ticket_accuracy_mean.iloc[0]
+    keeps = levels.iloc[1:][~below.cumsum().astype(bool)]
+    return float(keeps.percent_remaining.iloc[-1]) if len(keeps) else 100.0
+
+
+def _matching_text(percent: float) -> str:
+    return "—" if math.isnan(percent) else "no pruned level" if percent == 100 else format_percent(percent)
+
+
+def sweep_overview(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per point, for reading: its grid values, state, levels finished, the dense network's accuracy, the
+    ticket's at the sparsest finished level, and how far the ticket stays at least as accurate as dense."""
+    fields, rows = grid_fields(table), []
+    for run, levels in table.groupby("run", sort=False):
+        first, finished = levels.iloc[0], levels.dropna(subset=["level"])
+        row = {**{name: show_value(first[name]) for name in fields}, "run": run, "state": first.state}
+        row |= {"levels": len(finished), "dense acc": "—", "sparsest": "—", "ticket acc there": "—"}
+        if len(finished):
+            last = finished.iloc[-1]
+            row["dense acc"] = f"{finished.ticket_accuracy_mean.iloc[0]:.2f}"
+            row["sparsest"] = format_percent(last.percent_remaining)
+            row["ticket acc there"] = f"{last.ticket_accuracy_mean:.2f}"
+        rows.append(row | {">= dense down to": _matching_text(matching_percent(levels))})
+    return pd.DataFrame(rows)
+
+
+def _label(row: pd.Series, fields: list[str]) -> str:
+    return ", ".join(f"{name}={show_value(row[name])}" for name in fields)
+
+
+def plot_sweep(table: pd.DataFrame) -> Figure:
+    """sweep.png from a sweep table: for one grid field, the ticket's accuracy and iteration at early stopping against
+    weights remaining, a line per value (mean ± std over trials, compare's figure); for two, a heatmap of
+    matching_percent; for more, a line per point. Failed points are named."""
+    fields, finished = grid_fields(table), table.dropna(subset=["level"])
+    if not len(finished):
+        fig = Figure(figsize=(6, 2), layout="constrained")
+        fig.text(0.5, 0.5, "No point of the sweep has a finished level yet.", ha="center", va="center")
+        return fig
+    if len(fields) == 2:
+        return _heatmap(table, *fields)
+    labels = finished[fields[0]].map(show_value) if len(fields) == 1 else finished.apply(_label, axis=1, fields=fields)
+    ticket = {f"{s}": finished[f"ticket_{s}"] for s in ("accuracy_mean", "accuracy_std", "stop_iteration_mean")}
+    lines = finished.assign(run=labels, trials=finished.n_trials, stop_iteration_std=finished.ticket_stop_iteration_std)
+    title = f"winning ticket, {fields[0]}" if len(fields) == 1 else "winning ticket of"
+    fig = plot_comparison(lines.assign(**ticket), legend_title=title)
+    trials = int(finished.n_trials.max())
+    over = f" (mean ± std over {trials} trials)" if trials > 1 else ""
+    failed = [_label(row, fields) for _, row in table[table.state == "failed"].drop_duplicates("run").iterrows()]
+    failures = f"\nfailed: {'; '.join(failed)}" if failed else ""
+    fig.suptitle(f"Sweep over {' x '.join(fields)}: the winning ticket of each point{over}{failures}")
+    return fig
+
+
+def _heatmap(table: pd.DataFrame, rows_field: str, columns_field: str) -> Figure:
+    points = [levels for _, levels in table.groupby("run", sort=False)]
+    row_values = list(dict.fromkeys(levels[rows_field].iloc[0] for levels in points))
+    column_values = list(dict.fromkeys(levels[columns_field].iloc[0] for levels in points))
+    grid, texts = np.full((len(row_values), len(column_values)), np.nan), {}
+    for levels in points:
+        first = levels.iloc[0]
+        i, j = row_values.index(first[rows_field]), column_values.index(first[columns_field])
+        grid[i, j] = matching_percent(levels)
+        text = _matching_text(grid[i, j]).replace("no pruned level", "none")
+        if first.state != "done":
+            text = first.state if math.isnan(grid[i, j]) else f"{text}\n({first.state})"
+        texts[i, j] = text
+    size = (max(5.5, 1.6 * len(column_values) + 3), max(3.2, 0.8 * len(row_values) + 2))
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    known = grid[~np.isnan(grid)]
+    norm = LogNorm(vmin=min(float(known.min()) if len(known) else 1.0, 99.0) * 0.9, vmax=100)
+    cmap = matplotlib.colormaps["viridis_r"].with_extremes(bad="lightgrey")  # a point without a value: grey
+    image = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
+    for (i, j), text in texts.items():
+        ax.text(j, i, text, ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(column_values)), [show_value(v) for v in column_values])
+    ax.set_yticks(range(len(row_values)), [show_value(v) for v in row_values])
+    ax.set(xlabel=columns_field, ylabel=rows_field)
+    colorbar = fig.colorbar(image, ax=ax, label="% of weights (log scale)")
+    colorbar.ax.yaxis.set_major_formatter("{x:.3g}")
+    colorbar.ax.yaxis.set_minor_formatter("{x:.3g}")
+    ax.set_title(
+        "Smallest % of weights down to which the ticket is still\nat least as accurate as the dense network "
+        "(lower: a sparser ticket that matches)",
+        fontsize=10,
+    )
+    return fig

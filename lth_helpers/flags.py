@@ -40,6 +40,17 @@ def field_type(field: dataclasses.Field) -> Any:
     return kind or _parse_names  # tuple[str, ...]
 
 
+def parse_value(field: dataclasses.Field, text: str) -> Any:
+    """`text` read as the flag of `field` reads it (a sweep's --grid values); ValueError saying why it cannot be."""
+    parse = field_type(field)
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(str(error)) from None
+    except ValueError:
+        raise ValueError(f"not {parse.__name__}") from None
+
+
 def check_folder_flag(text: str) -> str:
     """A folder flag's text (argparse's `type` of --out and --data-dir), refused when empty (a variable that expanded
     to nothing, most likely) rather than taken for the default."""

@@ -1,72 +1,60 @@
 """Sweeps: a grid of configs in one command, every point an ordinary run folder, resumable (docs/sweeps.md).
 
-    python -m lth_helpers sweep --preset smoke --grid learning_rate=1e-3,2e-3 --out runs/grid
-    table = run_sweep(make_config("smoke"), {"learning_rate": [1e-3, 2e-3]}, "runs/grid")  # sweep.csv's table
+    python -m lth_helpers sweep --preset smoke --grid learning_rate=1e-3,2e-3 --out runs/grid   # cli.py
+    table = run_sweep(make_config("smoke"), {"learning_rate": [1e-3, 2e-3]}, "runs/grid", say=print)  # its table
 
 Each point trains in the run folder a plain run of its config gets (PRESET-HASH), inside the sweep folder; those
 folders are the sweep's state, each checked as a run checks it. Beside them sweep.json (base config and grid),
 failures.json (why each point not done failed), sweep.csv, sweep.png and submitit/, read and written under the
-sweep's lock. The points run in this process, or with `JobOptions` as submitit jobs (Slurm, or this machine's GPUs).
+sweep's lock. The points run in this process, or with `JobOptions` as submitit jobs (sweep_jobs.py: Slurm, or this
+machine's GPUs). Functions only: they print nothing (a running sweep hands its lines to the `say` it is given) and
+raise typed errors; the table's overview and figure are compare.py's.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib
 import itertools
 import json
-import math
 import os
-import shutil
-import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from . import conditions
-from .compare import plot_comparison
+from .compare import plot_sweep
 from .config import (
     CONDITIONS,
     Config,
     ConfigError,
     check_memory,
-    make_config,
     refuse_unused_choices,
     replace,
     resolve_device,
     show_value,
 )
-from .data import DataError, load_mnist
 from .data import data_dir as data_dir_of
-from .experiment import ExperimentError, run_experiment
+from .data import load_mnist
+from .experiment import run_experiment
 from .files import RunFolderError, lock_folder, read_checked, write_atomic
-from .flags import add_run_flags, check_folder_flag, config_overrides, fail, field_type, is_out_of_memory, one_line
-from .report import format_percent
+from .flags import one_line, parse_value
 from .runs import CONFIG, RunFolder
+from .sweep_jobs import JobOptions, SweepConfigError, failure_reason, import_submitit, submit_points
 
 SWEEP_FILE, FAILURES_FILE = "sweep.json", "failures.json"  # the base config and grid; {point's folder: why it failed}
-TABLE_FILE, FIGURE_FILE, JOBS_FOLDER = "sweep.csv", "sweep.png", "submitit"
+TABLE_FILE, FIGURE_FILE = "sweep.csv", "sweep.png"
 LOCK_FILE = "sweep.lock"  # locked where the file system cannot lock the sweep folder itself (NFS)
 LIST_SEPARATOR = "/"  # between the values of a grid field whose value is itself a list of names (controls)
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 KNOWN = ", ".join(sorted(set(FIELDS) - {"preset"}))  # the fields a grid may hold: a sweep starts from one preset
-INSTALL = "pip install 'submitit>=1.5' (in a clone of this repository: pip install '.[cluster]')"
-LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local executor kills a job after 2 minutes unless told otherwise
-
-
-class SweepConfigError(ConfigError):
-    """Bad input to a sweep (exit status 2, nothing written): another grid in the folder, an engine that cannot run."""
+Say = Callable[[str], None]  # where a sweep's lines go as it runs: the command line's `cli.say`, `print`
 
 
 class SweepError(RunFolderError):
@@ -102,16 +90,15 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list]:
             raise ConfigError(f"--grid: unknown config field {name!r}; known fields: {KNOWN}")
         if name in grid:
             raise ConfigError(f"--grid names {name} twice; give all its values in one --grid {name}=V1,V2,...")
-        parse, grid[name] = field_type(FIELDS[name]), []
+        grid[name] = []
         separator = LIST_SEPARATOR if str(FIELDS[name].type).startswith("tuple") else ","
         for item in (item.strip() for item in text.split(separator)):
             if not item:
                 raise ConfigError(f"--grid {spec!r} has an empty value; write FIELD=V1{separator}V2...")
             try:
-                grid[name].append(parse(item))
-            except (argparse.ArgumentTypeError, ValueError) as error:
-                why = str(error) if isinstance(error, argparse.ArgumentTypeError) else f"not {parse.__name__}"
-                raise ConfigError(f"--grid {name}: invalid value {item!r} ({why})") from None
+                grid[name].append(parse_value(FIELDS[name], item))
+            except ValueError as error:
+                raise ConfigError(f"--grid {name}: invalid value {item!r} ({error})") from None
     return grid
 
 
@@ -186,13 +173,13 @@ class Sweep:
             rows.append(_cells(point) | row)
         return pd.DataFrame(rows)
 
-    def record_outcome(self, point: Point, reason: str | None) -> None:
-        """Keep why `point` failed in failures.json (a point its folder says is done has not), and say how it ended."""
+    def record_outcome(self, point: Point, reason: str | None) -> str:
+        """Keep why `point` failed in failures.json (a point its folder says is done has not); returns how it ended."""
         reason = None if self.point_state(point)[0] == "done" else reason
         self.failures = {name: why for name, why in self.failures.items() if name != point.name}
         self.failures |= {point.name: reason} if reason else {}
         _write_json(self.folder / FAILURES_FILE, self.failures)
-        _say(f"{point.name} ({point.label}): " + (f"failed: {reason}" if reason else "finished"))
+        return f"{point.name} ({point.label}): " + (f"failed: {reason}" if reason else "finished")
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -285,135 +272,16 @@ def _grid_text(grid: Mapping[str, Sequence[Any]]) -> str:
 # Running the points
 
 
-def failure_reason(error: BaseException) -> str:
-    """An exception that ended a point, in one line."""
-    if is_out_of_memory(error):
-        return f"out of memory ({one_line(error)})"
-    known = isinstance(error, (ExperimentError, ConfigError, DataError, RunFolderError, OSError))
-    return one_line(error) if known else f"{type(error).__name__}: {one_line(error)}"
-
-
-def run_points(
-    configs: Sequence[Config], sweep_folder: str, data_root: str, device: str, gpu: int | None = None
-) -> list[tuple[str, str]]:
-    """What one submitit job runs: the points of `configs` one after another in `sweep_folder`, on the `gpu`-th GPU
-    it sees when given. Returns (run folder, "" or why it failed) per point; a failed point ends only itself."""
-    if gpu is not None:  # before CUDA starts: the one GPU this job trains on
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
-        os.environ["CUDA_VISIBLE_DEVICES"] = visible[gpu % len(visible)]
-    outcomes, data = [], {}
-    for cfg in configs:
-        try:
-            if cfg.val_size not in data:
-                data[cfg.val_size] = load_mnist(Path(data_root), cfg.val_size, resolve_device(device))
-            run_experiment(cfg, Path(sweep_folder) / cfg.run_name(), data[cfg.val_size], progress=False)
-            reason = ""
-        except Exception as error:  # noqa: BLE001  the point failed, recorded; Ctrl-C still ends the job
-            reason = failure_reason(error)
-        print(f"{cfg.run_name()}: {reason or 'finished'}", flush=True)
-        outcomes.append((cfg.run_name(), reason))
-    return outcomes
-
-
-JOB_FLAGS = {  # JobOptions' fields after `cluster`, each the flag of its name: type, help, submitit's parameter
-    "jobs": (int, "at most this many points at once (Slurm: array parallelism; local: the number of jobs)", None),
-    "timeout_min": (int, "each job's time limit in minutes (required on Slurm; local: 7 days)", None),
-    "gpus_per_job": (int, "Slurm: GPUs per job (--gpus-per-node)", "gpus_per_node"),
-    "cpus_per_job": (int, "Slurm: CPUs per job (--cpus-per-task)", "cpus_per_task"),
-    "mem_gb": (float, "Slurm: memory per job in GB (--mem)", "mem_gb"),
-    "slurm_partition": (str, "Slurm: the partition to submit to (--partition)", "slurm_partition"),
-    "slurm_account": (str, "Slurm: the account to charge (--account)", "slurm_account"),
-}
-SLURM_PARAMETERS = {option: parameter for option, (_, _, parameter) in JOB_FLAGS.items() if parameter}
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """The points as submitit jobs through its AutoExecutor (docs/sweeps.md). Slurm: one job per point, a job array;
-    local: `jobs` jobs on this machine (default one per GPU), job k on GPU k modulo their number, training every
-    `jobs`-th point; debug: the jobs in this process; auto: Slurm where srun is found, else local."""
-
-    cluster: str = "auto"
-    jobs: int | None = None
-    timeout_min: int | None = None
-    gpus_per_job: int | None = None
-    cpus_per_job: int | None = None
-    mem_gb: float | None = None
-    slurm_partition: str | None = None
-    slurm_account: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.cluster not in ("auto", "slurm", "local", "debug"):
-            raise SweepConfigError(f"unknown cluster {self.cluster!r}; choose one of: auto, slurm, local, debug")
-        for name in ("jobs", "timeout_min", "cpus_per_job", "mem_gb"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise SweepConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.gpus_per_job is not None and self.gpus_per_job < 0:
-            raise SweepConfigError(f"--gpus-per-job must be 0 or more, got {self.gpus_per_job}")
-
-    def resolve_cluster(self) -> str:
-        """The executor these options run on; SweepConfigError when submitit is missing, for a Slurm option off
-        Slurm, and for Slurm without srun or --timeout-min."""
-        cluster = _submitit().AutoExecutor.which() if self.cluster == "auto" else self.cluster
-        misplaced = [name for name in SLURM_PARAMETERS if getattr(self, name) is not None]
-        if cluster != "slurm" and misplaced:
-            raise SweepConfigError(
-                f"--{misplaced[0].replace('_', '-')} is for Slurm, and the sweep runs on the {cluster} executor"
-            )
-        if cluster == "slurm" and shutil.which("srun") is None:
-            raise SweepConfigError("--cluster slurm: no Slurm here (srun not found); run on a Slurm login node")
-        if cluster == "slurm" and self.timeout_min is None:
-            raise SweepConfigError("a Slurm sweep needs --timeout-min: each job's time limit in minutes")
-        return cluster
-
-
-def _submitit() -> Any:
-    """The submitit module, imported only when a sweep asks for it."""
-    try:
-        return importlib.import_module("submitit")
-    except ImportError:
-        raise SweepConfigError(f"--engine submitit needs the submitit package, not installed: {INSTALL}") from None
-
-
-def submit_points(
-    options: JobOptions, folder: Path, todo: list[Point], data_root: Path, device: str
-) -> tuple[list[Any], list[list[Point]], str]:
-    """Submit `todo` through submitit's AutoExecutor: the jobs, the points of each, and the cluster they run on."""
-    cluster = options.resolve_cluster()
-    executor = _submitit().AutoExecutor(folder / JOBS_FOLDER, cluster=cluster)
-    timeout = options.timeout_min or (LOCAL_TIMEOUT_MIN if cluster == "local" else None)
-    slurm = {parameter: getattr(options, option) for option, parameter in SLURM_PARAMETERS.items()}
-    executor.update_parameters(name="lth-sweep", timeout_min=timeout, **slurm)
-    args = (str(folder.resolve()), str(data_root.resolve()), device)
-    if cluster != "local":  # one job per point; on Slurm one job array
-        executor.update_parameters(slurm_array_parallelism=options.jobs or len(todo))
-        jobs = executor.map_array(run_points, *zip(*[([point.cfg], *args) for point in todo]))
-        return jobs, [[point] for point in todo], cluster
-    gpus = torch.cuda.device_count()
-    n_jobs = min(len(todo), options.jobs or max(gpus, 1))
-    chunks = [todo[k::n_jobs] for k in range(n_jobs)]
-    executor.update_parameters(gpus_per_node=gpus)  # each job sees every GPU and picks its own (run_points' gpu)
-    saved, log = os.dup(2), os.open(folder / JOBS_FOLDER / "controllers.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(log, 2)  # the job controllers' stderr, which they inherit: where Ctrl-C's tracebacks go, not the terminal
-    try:
-        jobs = [
-            executor.submit(run_points, [p.cfg for p in chunk], *args, gpu=k if gpus else None)
-            for k, chunk in enumerate(chunks)
-        ]
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved), os.close(log)
-    return jobs, chunks, cluster
-
-
-def _run_jobs(sweep: Sweep, todo: list[Point], options: JobOptions, data_root: Path, device: str, bar: tqdm) -> None:
+def _run_jobs(
+    sweep: Sweep, todo: list[Point], options: JobOptions, data_root: Path, device: str, bar: tqdm, tell: Say
+) -> None:
     """Submit the points, then record each point as its job ends; Ctrl-C cancels the jobs."""
     jobs, chunks, cluster = submit_points(options, sweep.folder, todo, data_root, device)
     stop = {"local": "; to stop one: kill -INT JOB_ID", "slurm": "; to stop one: scancel JOB_ID"}.get(cluster, "")
     ids = ", ".join(str(job.job_id) for job in jobs[:3]) + (", ..." if len(jobs) > 3 else "")
-    _say(f"submitted {len(jobs)} job(s) to submitit's {cluster} executor ({ids}{stop}); logs in {jobs[0].paths.folder}")
+    tell(f"submitted {len(jobs)} job(s) to submitit's {cluster} executor ({ids}{stop}); logs in {jobs[0].paths.folder}")
     try:
-        for job in _submitit().helpers.as_completed(jobs, poll_frequency=10 if cluster == "slurm" else 1):
+        for job in import_submitit().helpers.as_completed(jobs, poll_frequency=10 if cluster == "slurm" else 1):
             chunk = chunks[jobs.index(job)]
             try:
                 reasons = dict(job.result())
@@ -421,7 +289,7 @@ def _run_jobs(sweep: Sweep, todo: list[Point], options: JobOptions, data_root: P
                 why = f"job {job.job_id} ended without a result (state {job.state}; {type(error).__name__})"
                 reasons = {point.name: f"{why}; its log: {job.paths.stderr}" for point in chunk}
             for point in chunk:
-                sweep.record_outcome(point, reasons.get(point.name))
+                tell(sweep.record_outcome(point, reasons.get(point.name)))
                 bar.update()
     except KeyboardInterrupt:
         for job in jobs:
@@ -442,11 +310,23 @@ def check_engine(sweep: Sweep, engine: str | JobOptions, device: str) -> None:
 
 
 def run_planned(
-    sweep: Sweep, engine: str | JobOptions, data_dir: Path | str | None, device: str, progress: bool = True
+    sweep: Sweep,
+    engine: str | JobOptions,
+    data_dir: Path | str | None,
+    device: str,
+    progress: bool = True,
+    say: Say | None = None,
 ) -> pd.DataFrame:
     """Run the points of a checked sweep (check_engine) that are not done, then write the summary; returns its table.
+    Each line of news (a point ended, jobs submitted) goes to `say` as it happens, the progress bars cleared for it.
     Raises SweepConfigError when the folder holds another sweep, SweepError when another sweep holds it, DataError."""
     data_root = data_dir_of(data_dir)
+
+    def tell(line: str) -> None:
+        if say is not None:
+            with tqdm.external_write_mode():  # the bars step aside for the line, and come back under it
+                say(line)
+
     with sweep.locked():
         todo = [point for point in sweep.points if not sweep._done(point)]
         if todo and engine == "local":
@@ -460,12 +340,12 @@ def run_planned(
                 bar.set_postfix_str(point.label)
                 try:
                     run_experiment(point.cfg, sweep.folder / point.name, data[point.cfg.val_size], progress=progress)
-                    sweep.record_outcome(point, None)
+                    tell(sweep.record_outcome(point, None))
                 except Exception as error:  # noqa: BLE001  the point failed, recorded; Ctrl-C still ends the sweep
-                    sweep.record_outcome(point, failure_reason(error))
+                    tell(sweep.record_outcome(point, failure_reason(error)))
                 bar.update()
             if todo and engine != "local":
-                _run_jobs(sweep, todo, engine, data_root, device, bar)
+                _run_jobs(sweep, todo, engine, data_root, device, bar, tell)
         return _write_summary(sweep)
 
 
@@ -479,13 +359,15 @@ def run_sweep(
     device: str | torch.device = "auto",
     overwrite: bool = False,
     progress: bool = True,
+    say: Say | None = None,
 ) -> pd.DataFrame:
     """Run (or continue) the sweep of `grid` on top of `base` in `folder`; returns sweep.csv's table. Finished points
-    are skipped, partial ones resume, failed ones are tried again. ConfigError for bad input (SweepConfigError when
-    the folder holds another grid, unless `overwrite`), SweepError when another sweep holds the folder."""
+    are skipped, partial ones resume, failed ones are tried again; `say` (`print`, say) gets a line as each point ends.
+    ConfigError for bad input (SweepConfigError when the folder holds another grid, unless `overwrite`), SweepError
+    when another sweep holds the folder."""
     sweep = plan_sweep(base, grid, folder, overwrite)
     check_engine(sweep, engine, str(device))
-    return run_planned(sweep, engine, data_dir, str(device), progress)
+    return run_planned(sweep, engine, data_dir, str(device), progress, say)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,108 +414,6 @@ def _table(sweep: Sweep) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True).reindex(columns=[*columns, "failure"])
 
 
-def grid_fields(table: pd.DataFrame) -> list[str]:
-    """The grid's fields of a sweep table: its columns before `run`."""
-    return list(table.columns[: table.columns.get_loc("run")])
-
-
-def matching_percent(levels: pd.DataFrame) -> float:
-    """The smallest percent of weights down to which the ticket is at least as accurate as the dense network at every
-    pruned level (means over trials); 100 when the first pruned level is already below it, NaN without a pruned
-    level. `levels` are one point's rows of a sweep table."""
-    levels = levels.dropna(subset=["level"]).sort_values("level")
-    if len(levels) < 2:
-        return math.nan
-    below = levels.ticket_accuracy_mean.iloc[1:] < levels.ticket_accuracy_mean.iloc[0]
-    keeps = levels.iloc[1:][~below.cumsum().astype(bool)]
-    return float(keeps.percent_remaining.iloc[-1]) if len(keeps) else 100.0
-
-
-def _matching_text(percent: float) -> str:
-    return "—" if math.isnan(percent) else "no pruned level" if percent == 100 else format_percent(percent)
-
-
-def sweep_overview(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per point, for reading: its grid values, state, levels finished, the dense network's accuracy, the
-    ticket's at the sparsest finished level, and how far the ticket stays at least as accurate as dense."""
-    fields, rows = grid_fields(table), []
-    for run, levels in table.groupby("run", sort=False):
-        first, finished = levels.iloc[0], levels.dropna(subset=["level"])
-        row = {**{name: show_value(first[name]) for name in fields}, "run": run, "state": first.state}
-        row |= {"levels": len(finished), "dense acc": "—", "sparsest": "—", "ticket acc there": "—"}
-        if len(finished):
-            last = finished.iloc[-1]
-            row["dense acc"] = f"{finished.ticket_accuracy_mean.iloc[0]:.2f}"
-            row["sparsest"] = format_percent(last.percent_remaining)
-            row["ticket acc there"] = f"{last.ticket_accuracy_mean:.2f}"
-        rows.append(row | {">= dense down to": _matching_text(matching_percent(levels))})
-    return pd.DataFrame(rows)
-
-
-def _label(row: pd.Series, fields: list[str]) -> str:
-    return ", ".join(f"{name}={show_value(row[name])}" for name in fields)
-
-
-def plot_sweep(table: pd.DataFrame) -> Figure:
-    """sweep.png from a sweep table: for one grid field, the ticket's accuracy and iteration at early stopping against
-    weights remaining, a line per value (mean ± std over trials, compare's figure); for two, a heatmap of
-    matching_percent; for more, a line per point. Failed points are named."""
-    fields, finished = grid_fields(table), table.dropna(subset=["level"])
-    if not len(finished):
-        fig = Figure(figsize=(6, 2), layout="constrained")
-        fig.text(0.5, 0.5, "No point of the sweep has a finished level yet.", ha="center", va="center")
-        return fig
-    if len(fields) == 2:
-        return _heatmap(table, *fields)
-    labels = finished[fields[0]].map(show_value) if len(fields) == 1 else finished.apply(_label, axis=1, fields=fields)
-    ticket = {f"{s}": finished[f"ticket_{s}"] for s in ("accuracy_mean", "accuracy_std", "stop_iteration_mean")}
-    lines = finished.assign(run=labels, trials=finished.n_trials, stop_iteration_std=finished.ticket_stop_iteration_std)
-    title = f"winning ticket, {fields[0]}" if len(fields) == 1 else "winning ticket of"
-    fig = plot_comparison(lines.assign(**ticket), legend_title=title)
-    trials = int(finished.n_trials.max())
-    over = f" (mean ± std over {trials} trials)" if trials > 1 else ""
-    failed = [_label(row, fields) for _, row in table[table.state == "failed"].drop_duplicates("run").iterrows()]
-    failures = f"\nfailed: {'; '.join(failed)}" if failed else ""
-    fig.suptitle(f"Sweep over {' x '.join(fields)}: the winning ticket of each point{over}{failures}")
-    return fig
-
-
-def _heatmap(table: pd.DataFrame, rows_field: str, columns_field: str) -> Figure:
-    points = [levels for _, levels in table.groupby("run", sort=False)]
-    row_values = list(dict.fromkeys(levels[rows_field].iloc[0] for levels in points))
-    column_values = list(dict.fromkeys(levels[columns_field].iloc[0] for levels in points))
-    grid, texts = np.full((len(row_values), len(column_values)), np.nan), {}
-    for levels in points:
-        first = levels.iloc[0]
-        i, j = row_values.index(first[rows_field]), column_values.index(first[columns_field])
-        grid[i, j] = matching_percent(levels)
-        text = _matching_text(grid[i, j]).replace("no pruned level", "none")
-        if first.state != "done":
-            text = first.state if math.isnan(grid[i, j]) else f"{text}\n({first.state})"
-        texts[i, j] = text
-    size = (max(5.5, 1.6 * len(column_values) + 3), max(3.2, 0.8 * len(row_values) + 2))
-    fig = Figure(figsize=size, layout="constrained")
-    ax = fig.add_subplot()
-    known = grid[~np.isnan(grid)]
-    norm = LogNorm(vmin=min(float(known.min()) if len(known) else 1.0, 99.0) * 0.9, vmax=100)
-    cmap = matplotlib.colormaps["viridis_r"].with_extremes(bad="lightgrey")  # a point without a value: grey
-    image = ax.imshow(grid, cmap=cmap, norm=norm, aspect="auto")
-    for (i, j), text in texts.items():
-        ax.text(j, i, text, ha="center", va="center", fontsize=9)
-    ax.set_xticks(range(len(column_values)), [show_value(v) for v in column_values])
-    ax.set_yticks(range(len(row_values)), [show_value(v) for v in row_values])
-    ax.set(xlabel=columns_field, ylabel=rows_field)
-    colorbar = fig.colorbar(image, ax=ax, label="% of weights (log scale)")
-    colorbar.ax.yaxis.set_major_formatter("{x:.3g}")
-    colorbar.ax.yaxis.set_minor_formatter("{x:.3g}")
-    ax.set_title(
-        "Smallest % of weights down to which the ticket is still\nat least as accurate as the dense network "
-        "(lower: a sparser ticket that matches)",
-        fontsize=10,
-    )
-    return fig
-
-
 def write_summary(folder: Path | str) -> pd.DataFrame:
     """Write sweep.csv and sweep.png into the sweep folder, each whole or not at all; returns the table."""
     sweep = open_sweep(folder)
@@ -647,51 +427,6 @@ def _write_summary(sweep: Sweep) -> pd.DataFrame:
     figure = plot_sweep(table)
     write_atomic(sweep.folder / FIGURE_FILE, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
     return table
-
-
-# ---------------------------------------------------------------------------------------------
-# The command line: a thin wrapper of the functions above, which take plain values
-
-
-def add_command(subcommands: argparse._SubParsersAction) -> None:
-    """`python -m lth_helpers sweep --preset P --grid FIELD=V1,V2 ... --out SWEEP_DIR`."""
-    parser = subcommands.add_parser(
-        "sweep",
-        usage="%(prog)s --preset PRESET --grid FIELD=V1,V2,... [--grid ...] --out SWEEP_DIR [options]",
-        help="a grid of configs, each point a run folder; resumable, here or through submitit",
-        description="Run a grid of configs, each point an ordinary run folder in SWEEP_DIR; the same command "
-        "resumes. Exit status 2 for bad input (nothing written), 1 when a point failed (the others ran) or a file "
-        "could not be written or read, 130 when interrupted.",
-        epilog="docs/sweeps.md: local runs, the GPUs of one machine, Slurm, resume and failures, cost.",
-    )
-    parser.add_argument("--preset", required=True, help="the base config's preset: smoke, seed or paper")
-    parser.add_argument("--out", required=True, type=check_folder_flag, metavar="SWEEP_DIR", help="the sweep folder")
-    parser.add_argument(
-        "--grid",
-        action="append",
-        required=True,
-        metavar="FIELD=V1,V2,...",
-        help="a config field and its values, parsed as its flag parses them (repeat for more fields; a list-valued "
-        f"field separates its values with {LIST_SEPARATOR}: controls=reinit{LIST_SEPARATOR}reinit,random_prune)",
-    )
-    parser.add_argument("--dry-run", action="store_true", help="list the points and where each stands; run nothing")
-    parser.add_argument("--overwrite", action="store_true", help="make this grid the folder's sweep (docs/sweeps.md)")
-    add_run_flags(parser)
-    engine = parser.add_argument_group("where the points run")
-    engine.add_argument("--engine", choices=("local", "submitit"), default="local", help="local: in this process")
-    engine.add_argument("--cluster", choices=("auto", "slurm", "local", "debug"), help="submitit's executor")
-    for name, (kind, text, _) in JOB_FLAGS.items():
-        engine.add_argument(f"--{name.replace('_', '-')}", type=kind, help=text)
-    parser.set_defaults(run=sweep_command)
-
-
-def make_engine(engine: str, options: Mapping[str, Any]) -> str | JobOptions:
-    """The engine asked for: "local", or JobOptions of `options` (its fields; None: not given); SweepConfigError
-    for an option of submitit without it."""
-    given = {name: value for name, value in options.items() if value is not None}
-    if engine == "local" and given:
-        raise SweepConfigError(f"--{next(iter(given)).replace('_', '-')} needs --engine submitit")
-    return "local" if engine == "local" else JobOptions(**given)
 
 
 def dry_run(sweep: Sweep) -> str:
@@ -709,43 +444,3 @@ def dry_run(sweep: Sweep) -> str:
     )
     failed = [f"{row.run} failed: {row.failure}" for row in states[states.state == "failed"].itertuples()]
     return "\n".join([shown[[*sweep.grid, "run", "state"]].to_string(index=False), *failed])
-
-
-def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Check everything before writing anything (bad input: exit 2), then run the points and write the summary."""
-    try:
-        grid, overrides = parse_grid(args.grid), config_overrides(args)
-        for name in (name for name in grid if name in overrides):
-            raise ConfigError(f"{name} is given both as a flag and in --grid; give it once")
-        sweep = plan_sweep(make_config(args.preset, **overrides), grid, args.out, args.overwrite)
-        engine = make_engine(args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in JOB_FLAGS})
-        check_engine(sweep, engine, args.device)
-        _say(f"{args.out}: {len(sweep.points)} points ({' x '.join(sweep.grid)}) of the {args.preset} preset")
-        if args.dry_run:
-            _say(dry_run(sweep))
-            return 0
-        table = run_planned(sweep, engine, args.data_dir, args.device, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished levels are kept in {args.out}; the same command resumes", file=sys.stderr)
-        return 130
-    except ConfigError as error:
-        parser.error(str(error))
-    except (DataError, RunFolderError, OSError) as error:
-        return fail(parser, error)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        _say(sweep_overview(table).to_string(index=False), f"wrote {sweep.folder / TABLE_FILE} and {FIGURE_FILE}")
-    failed = table.drop_duplicates("run").query("state == 'failed'")
-    for row in failed.itertuples():
-        print(f"failed: {row.run}: {row.failure}", file=sys.stderr)
-    if len(failed):
-        print(f"{len(failed)} of {len(sweep.points)} points failed; the same command retries them", file=sys.stderr)
-    return 1 if len(failed) else 0
-
-
-def _say(*lines: str) -> None:
-    """Print `lines` to stdout now; once its reader stops reading (`| head`), the rest goes nowhere, quietly."""
-    try:
-        tqdm.write("\n".join(lines), file=sys.stdout)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -29,8 +29,9 @@ import pytest
 import torch
 
 import lth_helpers.sweep as sweep
+import lth_helpers.sweep_jobs as sweep_jobs
 from lth_helpers.cli import build_parser, main
-from lth_helpers.compare import compare_runs
+from lth_helpers.compare import compare_runs, matching_percent, plot_sweep
 from lth_helpers.config import ConfigError, make_config
 from lth_helpers.experiment import run_experiment
 from lth_helpers.runs import RunFolder
@@ -67,7 +68,8 @@ def run(capsys):
 @pytest.fixture
 def synthetic(monkeypatch):
     """The sweep reads synthetic data instead of MNIST (200 validation images, as tiny_config expects)."""
-    monkeypatch.setattr(sweep, "load_mnist", lambda root, val_size, device: synthetic_splits())
+    for module in (sweep, sweep_jobs):  # the local engine's points, and a submitit job's
+        monkeypatch.setattr(module, "load_mnist", lambda root, val_size, device: synthetic_splits())
 
 
 def state_of(listing: str, run: str) -> str:
@@ -417,15 +419,15 @@ def test_matching_percent_is_where_the_ticket_first_falls_below_dense():
             }
         )
 
-    assert sweep.matching_percent(levels(97, 97.5, 97.2, 96.9, 97.8)) == pytest.approx(64)  # not the later 40.96
-    assert sweep.matching_percent(levels(97, 96, 98)) == 100  # below dense at once: no pruned level matches
-    assert sweep.matching_percent(levels(97, 97, 97)) == pytest.approx(64)  # as accurate counts
-    assert np.isnan(sweep.matching_percent(levels(97)))
+    assert matching_percent(levels(97, 97.5, 97.2, 96.9, 97.8)) == pytest.approx(64)  # not the later 40.96
+    assert matching_percent(levels(97, 96, 98)) == 100  # below dense at once: no pruned level matches
+    assert matching_percent(levels(97, 97, 97)) == pytest.approx(64)  # as accurate counts
+    assert np.isnan(matching_percent(levels(97)))
 
 
 def test_the_figure_is_a_line_per_value_for_one_field_and_a_heatmap_of_matching_percent_for_two(synthetic, tmp_path):
     one = sweep.run_sweep(TINY_BASE, {"learning_rate": [1e-3, 2e-3]}, tmp_path / "one", progress=False)
-    figure = sweep.plot_sweep(one)
+    figure = plot_sweep(one)
     (legend,) = figure.legends
     assert [text.get_text() for text in legend.get_texts()] == ["0.001", "0.002"]
     assert legend.get_title().get_text() == "winning ticket, learning_rate"
@@ -434,14 +436,14 @@ def test_the_figure_is_a_line_per_value_for_one_field_and_a_heatmap_of_matching_
     two = sweep.run_sweep(
         TINY_BASE, {"learning_rate": [1e-3, 1e38], "global_pruning": [True, False]}, tmp_path / "two", progress=False
     )
-    heatmap = sweep.plot_sweep(two).axes[0].images[0].get_array()
+    heatmap = plot_sweep(two).axes[0].images[0].get_array()
     expected = [
-        [sweep.matching_percent(two[two.run == run]) for run in runs]
+        [matching_percent(two[two.run == run]) for run in runs]
         for runs in np.array(two.drop_duplicates("run").run).reshape(2, 2)
     ]
     assert np.ma.getdata(heatmap)[0].tolist() == pytest.approx(expected[0])
     assert np.ma.getmaskarray(heatmap)[1].all()  # the diverged points: no level, no value
-    texts = [t.get_text() for t in sweep.plot_sweep(two).axes[0].texts]
+    texts = [t.get_text() for t in plot_sweep(two).axes[0].texts]
     assert texts.count("failed") == 2
 
 
@@ -546,7 +548,9 @@ def test_the_slurm_executor_is_configured_from_the_flags_without_running_slurm(t
         *("--gpus-per-job 1 --cpus-per-job 4 --mem-gb 16 --jobs 2".split()),
     ]
     args = build_parser().parse_args(["sweep", *flags])
-    options = sweep.make_engine(args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in sweep.JOB_FLAGS})
+    options = sweep_jobs.make_engine(
+        args.engine, {"cluster": args.cluster} | {k: getattr(args, k) for k in sweep_jobs.JOB_FLAGS}
+    )
     assert options.resolve_cluster() == "slurm"
     todo = sweep.plan_sweep(make_config("smoke"), sweep.parse_grid(args.grid), tmp_path / "grid").points
     jobs, chunks, cluster = sweep.submit_points(options, tmp_path / "grid", todo, tmp_path / "data", "auto")
@@ -567,7 +571,7 @@ def test_the_slurm_executor_is_configured_from_the_flags_without_running_slurm(t
     assert [[p.name for p in chunk] for chunk in chunks] == [[p.name] for p in todo]
     for job, point in zip(jobs, todo):  # what each array task will run
         submission = pickle.loads(job.paths.submitted_pickle.read_bytes())
-        assert submission.function is sweep.run_points
+        assert submission.function is sweep_jobs.run_points
         assert submission.args == ([point.cfg], str((tmp_path / "grid").resolve()), str(tmp_path / "data"), "auto")
 
 
