@@ -23,7 +23,7 @@ from tests.conftest import REPO
 BAD_INPUT = {
     "unknown preset": ["--preset", "lenet5"],
     "unknown field": ["--momentum", "0.9"],
-    "unknown control": ["--controls", "reinit,shuffle"],
+    "unknown control": ["--controls", "reinit,shuffel"],
     "rate of zero": ["--prune-rate", "0"],
     "rate of one": ["--prune_rate_output", "1"],
     "output rate with global pruning": ["--preset", "seed", "--prune-rate-output", "0.2"],
@@ -138,7 +138,7 @@ def test_help_lists_every_config_field_with_each_presets_value(capsys):
         assert field in text
     assert "paper: 50000" in text.replace("\n", " ").replace("  ", " ")
     flat = " ".join(text.split())
-    assert "reinit, random_prune, one_shot" in flat  # the controls there are
+    assert "Mask rules: ticket, random_prune, one_shot, shuffle" in flat and "signed_constant" in flat  # the rules
     assert "python -m lth_helpers compare" in flat and "python -m lth_helpers instability [-h]" in flat
 
 

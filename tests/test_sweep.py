@@ -109,7 +109,7 @@ BAD_INPUT = {  # the flags, and what the one line must say
         ["--grid", "rewind_iteration=0,30"],
         "the point rewind_iteration=30 is not a valid config: rewind_iteration (30) must be below iterations (30)",
     ),
-    "an unknown control": (["--grid", "controls=reinit/shuffle"], "unknown control 'shuffle'"),
+    "an unknown control": (["--grid", "controls=reinit/shuffel"], "unknown mask rule 'shuffel'"),
     "a model too big": (["--trials", "100000000", "--grid", "seed=0,1"], "the model does not fit"),
     "a Slurm flag without submitit": (
         ["--grid", "seed=0,1", "--slurm-partition", "gpu"],
