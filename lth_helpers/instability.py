@@ -32,11 +32,8 @@ instability.png are written as a set: both, or neither (the ones before are then
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +45,10 @@ from . import conditions
 from . import data as datasets
 from .conditions import start_iteration
 from .config import Config, ConfigError, check_memory, memory_needed, resolve_device
-from .data import DataError, MNISTSplits, load_mnist
+from .data import MNISTSplits, load_mnist
 from .experiment import ExperimentError, check_data, cut_from, derive_seed, level_networks
 from .files import DamagedFileError, RunFolderError, WriteError, read_checked
-from .flags import add_data_flags, fail, one_line
+from .flags import one_line
 from .model import Params, StackedMLP, concat, layer_shapes, select, to_device
 from .plotting import curve_levels, plot_instability
 from .pruning import Masks, build_model, full_masks
@@ -601,101 +598,3 @@ def instability_conclusions(paths: pd.DataFrame) -> list[str]:
 
 def _verdict(instability: float) -> str:
     return "stable" if instability < STABLE_BELOW else "unstable"
-
-
-# ---------------------------------------------------------------------------------------------
-# python -m lth_helpers instability RUN_DIR [--levels L,L] [--conditions C,C] [--points N] [--pairs N]
-#                                           [--rewind-iterations K,K]
-
-
-def add_command(subcommands: argparse._SubParsersAction) -> None:
-    """`python -m lth_helpers instability RUN_DIR [--levels L,L] [--conditions C,C] [--points N] [--pairs N]
-    [--rewind-iterations K,K]`."""
-    parser = subcommands.add_parser(
-        "instability",
-        help="linear mode connectivity of a finished run: two copies of its networks, the straight path between them",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
-    parser.add_argument(
-        "--levels",
-        type=_whole_numbers,
-        metavar="L,L",
-        help="levels to analyse (default: those nearest the paper's Figure 3 sparsities, 100%% down to 1.9%%)",
-    )
-    parser.add_argument(
-        "--conditions",
-        type=_names,
-        metavar="C,C",
-        help="conditions to analyse at pruned levels: ticket and the run's controls (default: all of them)",
-    )
-    parser.add_argument(
-        "--points",
-        type=int,
-        default=POINTS,
-        metavar="N",
-        help=f"evenly spaced points along each straight path, both ends included, 2 to {MAX_POINTS} "
-        f"(default: {POINTS})",
-    )
-    parser.add_argument(
-        "--pairs",
-        type=int,
-        default=1,
-        metavar="N",
-        help=f"pairs of copies per network, 1 to {MAX_PAIRS}: the instability is their mean ± std (default: 1)",
-    )
-    parser.add_argument(
-        *("--rewind-iterations", "--rewind_iterations"),
-        dest="rewind_iterations",
-        type=_whole_numbers,
-        metavar="K,K",
-        help="iterations of the dense network's training that its copies start from (default: the run's rewind "
-        "point); level 0 is analysed from each",
-    )
-    add_data_flags(parser)
-    parser.set_defaults(run=instability_command)
-
-
-def _whole_numbers(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
-
-
-def _names(text: str) -> list[str]:
-    return [part for part in text.replace(" ", "").split(",") if part]
-
-
-def instability_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Exit 2 for bad input (see check_request; an unknown device), 1 when MNIST is missing or damaged, the folder
-    cannot be read, is damaged or in use, a copy diverges or a file cannot be written, 130 when interrupted; the two
-    files are written both or neither. Every line is printed after they are written: a reader who stops reading early
-    (`| head`) ends nothing early and sees no error."""
-    try:
-        lines = analyse(
-            args.run_dir,
-            levels=args.levels,
-            conditions=args.conditions,
-            points=args.points,
-            pairs=args.pairs,
-            rewind_iterations=args.rewind_iterations,
-            data_dir=args.data_dir,
-            device=args.device,
-            progress=not args.no_progress,
-        )
-    except ConfigError as error:
-        parser.error(one_line(error))
-    except (DataError, ExperimentError, RunFolderError, OSError) as error:
-        return fail(parser, error)
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: the analysis wrote nothing ({BOTH} are as they were); the same command starts it again",
-            file=sys.stderr,
-        )
-        return 130
-    try:
-        print("\n".join(lines), flush=True)
-    except BrokenPipeError:  # the reader stopped reading (`| head`): the files are written; say no more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
