@@ -9,9 +9,9 @@ every speed trick it uses), experiment (the iterative pruning loop, resumable),
 files (whole-file writes, checked reads, the folder lock), tables (the schema of results.csv and
 curves.csv), runs (the run folder: resume, its checks, --overwrite), inference (what a ticket costs to run:
 compacted and sparse forms, and the sentences about them), report (tables and computed conclusions), paper (the
-paper's statements beside a run's numbers), plotting (the paper's figures,
-what a ticket keeps), compare (runs side by side), flags (a config on the command line), sweep (grids
-of configs), instability (linear mode connectivity of a finished run's networks), cli.
+paper's statements beside a run's numbers), plotting (the paper's figures and those that compare conditions),
+ticket_figures (what a ticket keeps), compare (runs side by side), flags (a config on the command line), sweep
+(grids of configs), instability (linear mode connectivity of a finished run's networks), cli.
 """
 
 from . import _startup  # noqa: F401  first, before torch: Ctrl-C while `python -m lth_helpers` starts is one line
@@ -39,9 +39,6 @@ from .plotting import (
     plot_early_stop_vs_weights,
     plot_generalization,
     plot_inference,
-    plot_initial_weights,
-    plot_input_pixels,
-    plot_layer_sparsity,
     plot_supermasks,
     run_figures,
 )
@@ -55,6 +52,7 @@ from .report import (
 )
 from .runs import RunFolder
 from .sweep import plot_sweep, run_sweep, sweep_overview
+from .ticket_figures import plot_initial_weights, plot_input_pixels, plot_layer_sparsity
 from .training import ReferenceStep, reference_step, train_networks
 
 __all__ = [

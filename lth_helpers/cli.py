@@ -12,8 +12,8 @@ Exit status 2 for bad input, a model too big for the device's memory, or a run f
 run folder cannot be written or read back (finished levels are kept, the folder is left as it was); 130 when
 interrupted, at any moment (the same command resumes). Every error is one line that names what to do.
 
-The subcommands `run` and `compare` have their parsers here, over the functions of experiment.py, report.py and
-compare.py; `sweep` and `instability` have theirs in sweep.py and instability.py. A subcommand is two functions:
+The subcommands `run`, `compare` and `instability` have their parsers here, over the functions of experiment.py,
+report.py, compare.py and instability.py; `sweep` has its own in sweep.py. A subcommand is two functions:
 
     def add_command(subcommands: argparse._SubParsersAction) -> None:
         parser = subcommands.add_parser("NAME", help="one line for --help", description="what it does")
