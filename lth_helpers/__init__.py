@@ -11,7 +11,8 @@ curves.csv), runs (the run folder: resume, its checks, --overwrite), inference (
 compacted and sparse forms, and the sentences about them), report (tables and computed conclusions), paper (the
 paper's statements beside a run's numbers), plotting (the paper's figures and those that compare conditions),
 ticket_figures (what a ticket keeps), compare (runs side by side), flags (a config on the command line), sweep
-(grids of configs), instability (linear mode connectivity of a finished run's networks), cli.
+(grids of configs), instability (linear mode connectivity of a finished run's networks), instability_report
+(its paths read), cli.
 """
 
 from . import _startup  # noqa: F401  first, before torch: Ctrl-C while `python -m lth_helpers` starts is one line
@@ -21,13 +22,8 @@ from .data import data_dir, load_mnist
 from .experiment import run_experiment
 from .fast_step import FastStep
 from .inference import inference_conclusions, inference_summary, inference_table, load_ticket, smallest_form
-from .instability import (
-    instability_analysis,
-    instability_conclusions,
-    instability_table,
-    pair_instability,
-    plot_instability,
-)
+from .instability import instability_analysis
+from .instability_report import instability_conclusions, instability_table, pair_instability
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
 from .paper import paper_comparison
 from .plotting import (
@@ -39,6 +35,7 @@ from .plotting import (
     plot_early_stop_vs_weights,
     plot_generalization,
     plot_inference,
+    plot_instability,
     plot_supermasks,
     run_figures,
 )

@@ -352,8 +352,8 @@ def plot_instability(paths: pd.DataFrame, stable_below: float = 2.0) -> Figure:
     different batch orders, one panel per level (every condition; the dense network from each rewind iteration), the
     test split above the training split; lines are means over every pair of copies (of every trial), bands ± std.
     With several rewind iterations, a last panel of the dense network's instability against the rewind iteration,
-    mean ± std as error bars, with `stable_below` (instability.STABLE_BELOW, the paper's 2 points) drawn. `paths` is
-    an instability.csv table (instability.instability_analysis)."""
+    mean ± std as error bars, with `stable_below` (instability_report.STABLE_BELOW, the paper's 2 points) drawn.
+    `paths` is an instability.csv table (instability.instability_analysis)."""
     pair = ["level", "condition", "rewind_iteration", "trial", "pair"]  # one pair of copies
     levels = sorted(paths.level.unique())
     dense_starts = sorted(paths[paths.level == 0].rewind_iteration.unique())
