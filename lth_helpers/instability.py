@@ -168,10 +168,10 @@ def instability_analysis(
 def check_request(run_dir: Path, device: torch.device, **request: Any) -> tuple[Config, list[Key]]:
     """The finished run's config and the pairs of copies to analyse for `request` (wanted_pairs' arguments), as KEYS;
     reads the run's config, progress and results through RunFolder's checked reads, and writes nothing. Raises
-    InstabilityError for bad input: not a
-    finished run folder (a copy of a run's tables included), a symbolic link on the way to a file the analysis reads
-    or writes, a level, condition or rewind iteration the run lacks, points, pairs or a stack of copies out of
-    bounds; DamagedFileError for a damaged file; InstabilityFault for one this process may not read."""
+    InstabilityError for bad input: not a finished run folder (a copy of a run's tables included), a symbolic link on
+    the way to a file the analysis reads or writes, a level, condition or rewind iteration the run lacks, points,
+    pairs or a stack of copies out of bounds; DamagedFileError for a damaged file; InstabilityFault for one this
+    process may not read."""
     try:
         cfg = finished_config(run_dir)
         folder = RunFolder(run_dir)
