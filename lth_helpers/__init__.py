@@ -9,10 +9,10 @@ every speed trick it uses), experiment (the iterative pruning loop, resumable),
 files (whole-file writes, checked reads, the folder lock), tables (the schema of results.csv and
 curves.csv), runs (the run folder: resume, its checks, --overwrite), inference (what a ticket costs to run:
 compacted and sparse forms, and the sentences about them), report (tables and computed conclusions), paper (the
-paper's statements beside a run's numbers), plotting (the paper's figures,
-what a ticket keeps), compare (runs, or a sweep's points, side by side), flags (a config on the command line),
-sweep (grids of configs), sweep_jobs (a sweep's points as submitit jobs),
-instability (linear mode connectivity of a finished run's networks), cli.
+paper's statements beside a run's numbers), plotting (the paper's figures and those that compare conditions),
+ticket_figures (what a ticket keeps), compare (runs, or a sweep's points, side by side), flags (a config on the command
+line), sweep (grids of configs), sweep_jobs (a sweep's points as submitit jobs), instability (linear mode connectivity
+of a finished run's networks), instability_report (its paths read), cli.
 """
 
 from . import _startup  # noqa: F401  first, before torch: Ctrl-C while `python -m lth_helpers` starts is one line
@@ -22,13 +22,8 @@ from .data import data_dir, load_mnist
 from .experiment import run_experiment
 from .fast_step import FastStep
 from .inference import inference_conclusions, inference_summary, inference_table, load_ticket, smallest_form
-from .instability import (
-    instability_analysis,
-    instability_conclusions,
-    instability_table,
-    pair_instability,
-    plot_instability,
-)
+from .instability import instability_analysis
+from .instability_report import instability_conclusions, instability_table, pair_instability
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
 from .paper import paper_comparison
 from .plotting import (
@@ -40,9 +35,7 @@ from .plotting import (
     plot_early_stop_vs_weights,
     plot_generalization,
     plot_inference,
-    plot_initial_weights,
-    plot_input_pixels,
-    plot_layer_sparsity,
+    plot_instability,
     plot_supermasks,
     run_figures,
 )
@@ -57,6 +50,7 @@ from .report import (
 )
 from .runs import RunFolder
 from .sweep import run_sweep
+from .ticket_figures import plot_initial_weights, plot_input_pixels, plot_layer_sparsity
 from .training import ReferenceStep, reference_step, train_networks
 
 __all__ = [

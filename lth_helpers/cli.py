@@ -12,8 +12,8 @@ Exit status 2 for bad input, a model too big for the device's memory, or a run f
 run folder cannot be written or read back (finished levels are kept, the folder is left as it was); 130 when
 interrupted, at any moment (the same command resumes). Every error is one line that names what to do.
 
-The subcommands `run`, `compare` and `sweep` have their parsers here, over the functions of experiment.py, report.py,
-compare.py and sweep.py; `instability` has its own in instability.py. A subcommand is two functions:
+The subcommands `run`, `compare`, `sweep` and `instability` have their parsers here, over the functions of
+experiment.py, report.py, compare.py, sweep.py and instability.py. A subcommand is two functions:
 
     def add_command(subcommands: argparse._SubParsersAction) -> None:
         parser = subcommands.add_parser("NAME", help="one line for --help", description="what it does")
@@ -60,7 +60,7 @@ from .config import (
 from .data import DataError, data_dir, load_mnist
 from .experiment import ExperimentError, run_levels
 from .files import DamagedFileError, RunFolderError
-from .flags import add_run_flags, check_folder_flag, config_overrides, is_out_of_memory, one_line
+from .flags import add_data_flags, add_run_flags, check_folder_flag, config_overrides, is_out_of_memory, one_line
 from .inference import first_network, inference_conclusions, inference_summary, inference_table, smallest_form
 from .paper import paper_comparison
 from .plotting import INFERENCE_FIGURE, plot_inference, run_figures
@@ -374,4 +374,94 @@ def sweep_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     return FAULT if len(failed) else 0
 
 
-COMMANDS = (add_run_command, add_compare_command, add_sweep_command, instability.add_command)  # see the docstring
+# instability
+
+
+def add_instability_command(subcommands: argparse._SubParsersAction) -> None:
+    """`python -m lth_helpers instability RUN_DIR [--levels L,L] [--conditions C,C] [--points N] [--pairs N]
+    [--rewind-iterations K,K]`."""
+    parser = subcommands.add_parser(
+        "instability",
+        help="linear mode connectivity of a finished run: two copies of its networks, the straight path between them",
+        description=instability.__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
+    parser.add_argument(
+        "--levels",
+        type=_whole_numbers,
+        metavar="L,L",
+        help="levels to analyse (default: those nearest the paper's Figure 3 sparsities, 100%% down to 1.9%%)",
+    )
+    parser.add_argument(
+        "--conditions",
+        type=_names,
+        metavar="C,C",
+        help="conditions to analyse at pruned levels: ticket and the run's controls (default: all of them)",
+    )
+    parser.add_argument(
+        "--points",
+        type=int,
+        default=instability.POINTS,
+        metavar="N",
+        help=f"evenly spaced points along each straight path, both ends included, 2 to {instability.MAX_POINTS} "
+        f"(default: {instability.POINTS})",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"pairs of copies per network, 1 to {instability.MAX_PAIRS}: the instability is their mean ± std "
+        "(default: 1)",
+    )
+    parser.add_argument(
+        *("--rewind-iterations", "--rewind_iterations"),
+        dest="rewind_iterations",
+        type=_whole_numbers,
+        metavar="K,K",
+        help="iterations of the dense network's training that its copies start from (default: the run's rewind "
+        "point); level 0 is analysed from each",
+    )
+    add_data_flags(parser)
+    parser.set_defaults(run=instability_command)
+
+
+def _whole_numbers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [part for part in text.replace(" ", "").split(",") if part]
+
+
+def instability_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Run the analysis (instability.analyse), then print its lines: every one after both files are written, so that
+    a reader who stops reading early (`| head`) ends nothing early. Its errors go through main's ladder (bad input 2,
+    a fault 1); Ctrl-C ends with one line and 130, nothing written."""
+    try:
+        lines = instability.analyse(
+            args.run_dir,
+            levels=args.levels,
+            conditions=args.conditions,
+            points=args.points,
+            pairs=args.pairs,
+            rewind_iterations=args.rewind_iterations,
+            data_dir=args.data_dir,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: the analysis wrote nothing ({instability.BOTH} are as they were); the same command starts "
+            "it again",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    say(*lines)
+    return 0
+
+
+COMMANDS = (add_run_command, add_compare_command, add_sweep_command, add_instability_command)  # see the docstring

@@ -5,16 +5,14 @@
     field_type(field)("0.2")  # 0.2: how the flag of a field reads its text
 
 The subcommands that train, `run` and `sweep`, share these flags; a sweep's `--grid` values are read as they read them.
-Beside them, the pieces of the command line's one-line errors that every subcommand shares: `one_line(error)`,
-`is_out_of_memory(error)`, and `fail(parser, error)` (one line, exit status 1). cli.py turns an error into its exit
-status (`cli.exit_status_of`).
+Beside them, the pieces of the command line's one-line errors that every subcommand shares: `one_line(error)` and
+`is_out_of_memory(error)`. cli.py turns an error into its exit status (`cli.exit_status_of`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import Any
 
 import torch
@@ -97,13 +95,6 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         for f in dataclasses.fields(Config)
         if f.name != "preset" and getattr(args, f.name) is not None
     }
-
-
-def fail(parser: argparse.ArgumentParser, error: Exception | str) -> int:
-    """Print `error` as the subcommand's one-line error and return exit status 1 (a damaged file, a folder in use, a
-    permission to fix: not bad input, which argparse's parser.error ends with 2)."""
-    print(f"{parser.prog}: error: {one_line(error)}", file=sys.stderr)
-    return 1
 
 
 def one_line(error: BaseException | str) -> str:

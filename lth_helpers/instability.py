@@ -3,59 +3,44 @@ the Lottery Ticket Hypothesis"): why rewinding to theta_0 works on LeNet.
 
     lines = analyse(Path("runs/seed"), levels=[0, 5], pairs=3)        # writes instability.csv and .png; lines to print
     paths = instability_analysis(Path("runs/seed"), data, levels=[0, 5])  # the same on data already loaded
-    pair_instability(paths)                                             # one row per pair of copies
-
-    python -m lth_helpers instability runs/seed --levels 0,5 --points 25 --pairs 3 --rewind-iterations 0,100,500
+    instability_table(paths)                                            # instability_report.py: the paths read
 
 A network is *stable* at a point of training when two copies trained on from there with different batch orders end in
 minima joined by a straight path of no higher error. Instability is the largest test error along the path between the
 two copies' final weights minus the mean of the two ends' errors (the paper's definition, Section 2); the paper calls a
-network stable when that is under 2 points, and finds that iterative magnitude pruning finds matching subnetworks just
-where they are stable, and LeNet on MNIST stable already at initialization. The same is measured on the training split
-beside it; test error stays the headline number, as in the paper.
+network stable when that is under 2 points, and finds LeNet on MNIST stable already at initialization. The training
+split's is measured beside it; test error stays the headline number, as in the paper.
 
-For each chosen level, condition (the ticket and the run's controls; level 0: the dense network) and trial, `pairs`
-pairs of copies start where that network started in the run (its start rule: the rewind point, a fresh draw, ...),
-with its mask, at the iteration k its level trained from (a pruned level: the rewind iteration). Each copy trains from
-k to the config's `iterations`, as the run's levels do, with a batch order of its own (the batches of iterations k
-onwards); the copies that start from one iteration train in one stack. The `points` evenly spaced points of every
-straight path, (1 - a) W_1 + a W_2 with the mask applied, are networks too, evaluated on the test and training splits
-as one stack (in slices of at most PATH_STACK networks, the training split in chunks of images, which bounds the
-memory). The dense network can also start from other iterations k of its own training (`rewind_iterations`): its
-weights after k iterations, replayed from theta_0 with the run's level-0 batch order.
-
-instability.csv holds one row per point of every path. A rerun reuses the paths already there (with the same number of
-points) and computes only the missing ones: asking for another level costs that level alone. An instability.csv that
-is not this tool's table, or holds values no analysis writes, is computed again and replaced. instability.csv and
-instability.png are written as a set: both, or neither (the ones before are then left as they were).
+Each copy starts where its network started in the run (its condition's start rule, its mask), at the iteration k its
+level trained from, and trains from k to the config's `iterations` with a batch order of its own; the copies that start
+from one iteration train in one stack. The points of every straight path are networks too, evaluated as one stack in
+slices of at most PATH_STACK networks, the training split in chunks, which bounds the memory. What is analysed by
+default, the files, how a rerun reuses them and what each exit status leaves: docs/run-folder.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from . import conditions
 from . import data as datasets
 from .conditions import start_iteration
 from .config import Config, ConfigError, check_memory, memory_needed, resolve_device
-from .data import DataError, MNISTSplits, load_mnist
+from .data import MNISTSplits, load_mnist
 from .experiment import ExperimentError, check_data, cut_from, derive_seed, level_networks
 from .files import DamagedFileError, RunFolderError, WriteError, read_checked
-from .flags import add_data_flags, fail, one_line
+from .flags import one_line
+from .instability_report import KEYS, STABLE_BELOW, instability_conclusions, instability_table
 from .model import Params, StackedMLP, concat, layer_shapes, select, to_device
 from .plotting import curve_levels, plot_instability
 from .pruning import Masks, build_model, full_masks
-from .report import format_percent, mean_std
 from .runs import INIT, PROGRESS, REWIND, RunFolder
 from .tables import RESULTS
 from .training import DIVERGED_LOSS, DivergenceError, Evaluator, train_networks
@@ -63,16 +48,14 @@ from .training import DIVERGED_LOSS, DivergenceError, Evaluator, train_networks
 POINTS = 25  # evenly spaced points along each straight path, both ends included
 MAX_POINTS = 1000  # a path sampled finer than this shows nothing more; a typo of a few zeros costs hours instead
 MAX_PAIRS = 100  # pairs of copies per network: the spread over pairs is well measured long before this
-STABLE_BELOW = 2.0  # points of test error: the paper's threshold for a stable network
 TABLE, FIGURE = "instability.csv", "instability.png"
-NETWORK = ("level", "condition", "trial", "rewind_iteration")  # one network of the run and where its copies start
-KEYS = (*NETWORK, "pair")  # one pair of copies
 SPLITS = ("test", "train")  # test first: the headline number
 COLUMNS = (*KEYS, "percent_remaining", "point", "alpha", "test_error", "test_loss", "train_error", "train_loss")
 PATH_STACK = 128  # path networks evaluated at once: about 1 MB of weights each
 TRAIN_CHUNK = 5000  # training images evaluated at once on a GPU: PATH_STACK networks' activations stay under 1 GB
 PROGRESS_UPDATES = 10  # evaluations while the copies train, at most: each moves the progress bar
 BOTH = f"{TABLE} and {FIGURE}"
+Key = tuple[int, str, int, int, int]  # a pair of copies: its KEYS
 
 
 class InstabilityError(ConfigError):
@@ -98,7 +81,7 @@ class Pair:
     pair: int = 0  # which of the network's pairs of copies
 
     @property
-    def key(self) -> tuple[int, str, int, int, int]:
+    def key(self) -> Key:
         return self.level, self.condition, self.trial, self.rewind_iteration, self.pair
 
 
@@ -123,12 +106,11 @@ def analyse(
     in use, or files that cannot be written; DataError for MNIST missing or damaged; ExperimentError when a copy
     diverges.
     """
-    run_dir = Path(run_dir)
-    on = resolve_device(device)
+    run_dir, on = Path(run_dir), resolve_device(device)
     request = dict(
         levels=levels, conditions=conditions, points=points, pairs=pairs, rewind_iterations=rewind_iterations
     )
-    cfg, _ = check_request(run_dir, device=on, **request)  # bad input costs nothing: MNIST is not loaded yet
+    cfg, _ = check_request(run_dir, on, **request)  # bad input costs nothing: MNIST is not loaded yet
     data = load_mnist(datasets.data_dir(data_dir), cfg.val_size, on)
     paths = instability_analysis(run_dir, data, progress=progress, **request)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
@@ -158,15 +140,10 @@ def instability_analysis(
     ExperimentError when a copy diverges (nothing is written then either).
     """
     run_dir = Path(run_dir)
-    cfg, keys = check_request(
-        run_dir,
-        levels=levels,
-        conditions=conditions,
-        points=points,
-        pairs=pairs,
-        rewind_iterations=rewind_iterations,
-        device=data.train_x.device,
+    request = dict(
+        levels=levels, conditions=conditions, points=points, pairs=pairs, rewind_iterations=rewind_iterations
     )
+    cfg, keys = check_request(run_dir, data.train_x.device, **request)
     check_data(cfg, data)
     try:
         with RunFolder.open(run_dir, cfg) as run:
@@ -188,28 +165,20 @@ def instability_analysis(
     return table
 
 
-def check_request(
-    run_dir: Path,
-    *,
-    levels: list[int] | None,
-    conditions: list[str] | None,
-    points: int,
-    pairs: int,
-    rewind_iterations: list[int] | None,
-    device: torch.device,
-) -> tuple[Config, list[tuple[int, str, int, int, int]]]:
-    """The finished run's config and the pairs of copies to analyse, as KEYS; reads the run's config, progress and
-    results through RunFolder's checked reads, and writes nothing. Raises InstabilityError for bad input: not a
-    finished run folder (a copy of a run's tables included), a symbolic link on the way to a file the analysis reads
-    or writes, a level, condition or rewind iteration the run lacks, points, pairs or a stack of copies out of
-    bounds; DamagedFileError for a damaged file; InstabilityFault for one this process may not read."""
+def check_request(run_dir: Path, device: torch.device, **request: Any) -> tuple[Config, list[Key]]:
+    """The finished run's config and the pairs of copies to analyse for `request` (wanted_pairs' arguments), as KEYS;
+    reads the run's config, progress and results through RunFolder's checked reads, and writes nothing. Raises
+    InstabilityError for bad input: not a finished run folder (a copy of a run's tables included), a symbolic link on
+    the way to a file the analysis reads or writes, a level, condition or rewind iteration the run lacks, points,
+    pairs or a stack of copies out of bounds; DamagedFileError for a damaged file; InstabilityFault for one this
+    process may not read."""
     try:
         cfg = finished_config(run_dir)
         folder = RunFolder(run_dir)
         RunFolder.check(run_dir, cfg)  # a link on the way to a file of the run, masks/ or tickets/ a file
         for name in (TABLE, FIGURE):
             folder.exists(name)  # a link where the analysis writes
-        keys = wanted_pairs(cfg, levels, rewind_iterations, points, folder.results(), pairs, conditions)
+        keys = wanted_pairs(cfg, folder.results(), **request)
     except DamagedFileError:
         raise
     except RunFolderError as error:  # what RunFolder refuses before anything is read: a link, a file for a folder
@@ -244,13 +213,14 @@ def finished_config(run_dir: Path) -> Config:
 
 def wanted_pairs(
     cfg: Config,
-    levels: list[int] | None,
-    rewind_iterations: list[int] | None,
-    points: int,
     results: pd.DataFrame,
-    pairs: int = 1,
-    conditions: list[str] | None = None,
-) -> list[tuple[int, str, int, int, int]]:
+    *,
+    levels: list[int] | None,
+    conditions: list[str] | None,
+    points: int,
+    pairs: int,
+    rewind_iterations: list[int] | None,
+) -> list[Key]:
     """The pairs of copies to analyse, as KEYS (level, condition, trial, rewind_iteration, pair); InstabilityError
     for bad arguments: each is bounded, so that a typo is refused before anything trains."""
     if not _whole(points) or not 2 <= points <= MAX_POINTS:
@@ -516,186 +486,3 @@ def path_model(first: Params, second: Params, masks: Masks, alphas: torch.Tensor
                 point = point * masks[key.split(".")[0]][:, None]
             value.copy_(point.reshape(value.shape))
     return model
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading the paths
-
-
-def pair_instability(paths: pd.DataFrame) -> pd.DataFrame:
-    """One row per pair of copies: the test error (%) of each end, the largest on the path, the instability (that
-    largest minus the mean of the ends, in points) and whether it is under STABLE_BELOW; and the training split's
-    instability beside it (`train_instability`)."""
-    rows = []
-    for key, path in paths.sort_values("point").groupby(list(KEYS)):
-        ends = path.test_error.iloc[[0, -1]]
-        worst = path.test_error.max()
-        train = path.train_error.max() - path.train_error.iloc[[0, -1]].mean()
-        rows.append(
-            (
-                *key,
-                path.percent_remaining.iloc[0],
-                *ends,
-                worst,
-                worst - ends.mean(),
-                worst - ends.mean() < STABLE_BELOW,
-                train,
-            )
-        )
-    columns = [*KEYS, "percent_remaining", "error_start", "error_end", "max_error", "instability", "stable"]
-    table = pd.DataFrame(rows, columns=[*columns, "train_instability"])
-    order = table.condition.map(conditions.order)  # the ticket first, then the controls
-    return (
-        table.assign(order=order)
-        .sort_values(["level", "order", "trial", "rewind_iteration", "pair"])
-        .drop(columns="order")
-        .reset_index(drop=True)
-    )
-
-
-def instability_table(paths: pd.DataFrame) -> pd.DataFrame:
-    """The pairs for reading: one row per level, condition and rewind iteration, in points of error, mean ± std over
-    every pair of copies (of every trial): the test error at the ends of the path, the largest along it, the
-    instability, how many pairs are stable, and the instability on the training split."""
-    pairs = pair_instability(paths)
-    pairs["ends"] = (pairs.error_start + pairs.error_end) / 2
-    rows = pairs.groupby(["level", "condition", "rewind_iteration"], sort=False)
-    return pd.DataFrame(
-        {
-            "% left": rows.percent_remaining.first().map(format_percent),
-            "error at the ends": rows.ends.agg(mean_std, fmt=".2f"),
-            "largest on the path": rows.max_error.agg(mean_std, fmt=".2f"),
-            "instability": rows.instability.agg(mean_std, fmt=".2f"),
-            "stable": rows.stable.agg(lambda s: f"{int(s.sum())} of {len(s)}"),
-            "train instability": rows.train_instability.agg(mean_std, fmt=".2f"),
-        }
-    )
-
-
-def instability_conclusions(paths: pd.DataFrame) -> list[str]:
-    """Sentences about the paths: instability in points of test error, mean ± std over every pair of copies."""
-    summary = pair_instability(paths)
-    networks = summary.groupby(["level", "condition", "rewind_iteration"], sort=False)
-    sentences = []
-    for k, values in summary[summary.level == 0].groupby("rewind_iteration").instability:
-        start = "initialization" if k == 0 else f"iteration {k}"
-        sentences.append(
-            f"Trained twice from {start} with different batch orders, the dense network ends in two minima whose "
-            f"straight path rises {mean_std(values, '.2f')} points of test error above their mean: "
-            f"{_verdict(values.mean())}."
-        )
-    pruned = [(key, rows) for key, rows in networks if key[0] > 0]
-    for level in sorted({key[0] for key, _ in pruned}):
-        at_level = [(key, rows) for key, rows in pruned if key[0] == level]
-        parts = [
-            f"{conditions.label(condition)} {mean_std(rows.instability, '.2f')} ({_verdict(rows.instability.mean())})"
-            for (_, condition, _), rows in at_level
-        ]
-        percent = format_percent(at_level[0][1].percent_remaining.iloc[0])
-        sentences.append(f"At {percent} of weights, instability: " + ", ".join(parts) + ".")
-    pairs = summary.groupby(list(NETWORK)).size()
-    if len(pairs) and pairs.max() > 1:
-        sentences.append(f"Each instability is the mean ± std over {pairs.max()} pairs of copies per network.")
-    return sentences
-
-
-def _verdict(instability: float) -> str:
-    return "stable" if instability < STABLE_BELOW else "unstable"
-
-
-# ---------------------------------------------------------------------------------------------
-# python -m lth_helpers instability RUN_DIR [--levels L,L] [--conditions C,C] [--points N] [--pairs N]
-#                                           [--rewind-iterations K,K]
-
-
-def add_command(subcommands: argparse._SubParsersAction) -> None:
-    """`python -m lth_helpers instability RUN_DIR [--levels L,L] [--conditions C,C] [--points N] [--pairs N]
-    [--rewind-iterations K,K]`."""
-    parser = subcommands.add_parser(
-        "instability",
-        help="linear mode connectivity of a finished run: two copies of its networks, the straight path between them",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder")
-    parser.add_argument(
-        "--levels",
-        type=_whole_numbers,
-        metavar="L,L",
-        help="levels to analyse (default: those nearest the paper's Figure 3 sparsities, 100%% down to 1.9%%)",
-    )
-    parser.add_argument(
-        "--conditions",
-        type=_names,
-        metavar="C,C",
-        help="conditions to analyse at pruned levels: ticket and the run's controls (default: all of them)",
-    )
-    parser.add_argument(
-        "--points",
-        type=int,
-        default=POINTS,
-        metavar="N",
-        help=f"evenly spaced points along each straight path, both ends included, 2 to {MAX_POINTS} "
-        f"(default: {POINTS})",
-    )
-    parser.add_argument(
-        "--pairs",
-        type=int,
-        default=1,
-        metavar="N",
-        help=f"pairs of copies per network, 1 to {MAX_PAIRS}: the instability is their mean ± std (default: 1)",
-    )
-    parser.add_argument(
-        *("--rewind-iterations", "--rewind_iterations"),
-        dest="rewind_iterations",
-        type=_whole_numbers,
-        metavar="K,K",
-        help="iterations of the dense network's training that its copies start from (default: the run's rewind "
-        "point); level 0 is analysed from each",
-    )
-    add_data_flags(parser)
-    parser.set_defaults(run=instability_command)
-
-
-def _whole_numbers(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
-
-
-def _names(text: str) -> list[str]:
-    return [part for part in text.replace(" ", "").split(",") if part]
-
-
-def instability_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Exit 2 for bad input (see check_request; an unknown device), 1 when MNIST is missing or damaged, the folder
-    cannot be read, is damaged or in use, a copy diverges or a file cannot be written, 130 when interrupted; the two
-    files are written both or neither. Every line is printed after they are written: a reader who stops reading early
-    (`| head`) ends nothing early and sees no error."""
-    try:
-        lines = analyse(
-            args.run_dir,
-            levels=args.levels,
-            conditions=args.conditions,
-            points=args.points,
-            pairs=args.pairs,
-            rewind_iterations=args.rewind_iterations,
-            data_dir=args.data_dir,
-            device=args.device,
-            progress=not args.no_progress,
-        )
-    except ConfigError as error:
-        parser.error(one_line(error))
-    except (DataError, ExperimentError, RunFolderError, OSError) as error:
-        return fail(parser, error)
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: the analysis wrote nothing ({BOTH} are as they were); the same command starts it again",
-            file=sys.stderr,
-        )
-        return 130
-    try:
-        print("\n".join(lines), flush=True)
-    except BrokenPipeError:  # the reader stopped reading (`| head`): the files are written; say no more
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0

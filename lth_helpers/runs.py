@@ -4,10 +4,9 @@
         run.save(INIT, tensors)                          # written whole (files.write_atomic), listed in manifest.json
     results = RunFolder(Path("runs/seed")).results()     # reading needs no lock, every file checked as it is read
 
-Whoever starts a run opens its folder, once: the command line, or run_experiment for a Python caller; every file goes
-in through it. Opened to resume, it first checks every file the run will read (check_state). --overwrite removes every
-file the tool writes and nothing else. Nothing outside the folder is read, written or removed: a symbolic link where
-the tool reads, writes or removes a file is refused in one line naming it, never followed. docs/run-folder.md.
+Opened to resume, it first checks every file the run will read (check_state). --overwrite removes every file the tool
+writes and nothing else. A symbolic link where the tool reads, writes or removes a file is refused, never followed.
+The files, their format and what each command promises: docs/run-folder.md.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,13 @@ MASKS, TICKETS, TRAINED = "masks", "tickets", "trained"  # folders of level file
 INFERENCE_TABLE = "inference.csv"
 MANIFEST = "manifest.json"  # every file this tool wrote in the folder
 LOCK_FILE = "run.lock"  # locked where the file system cannot lock the folder itself (NFS); empty
-# Every file a command of the tool writes: the state, the report's figures (plotting's names), inference table and
-# exported ticket, the instability analysis's table and figure. --overwrite removes them, whatever the manifest says.
+# Every file a command of the tool writes (the figures: plotting's names): --overwrite removes them, manifest or not.
 TOOL_FILES = (
     *STATE_FILES,
     *("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png", "generalization.png"),
     *("masks_input_pixels.png", "layer_sparsity.png", "accuracy_at_init.png", "initial_weights.png"),
-    *(INFERENCE_TABLE, "inference_latency.png", "instability.csv", "instability.png", MANIFEST),
+    *("supermasks.png", "condition_grid.png", INFERENCE_TABLE, "inference_latency.png"),
+    *("instability.csv", "instability.png", MANIFEST),
 )
 LEVEL_FILE = re.compile(r"(?:(?:masks|tickets|trained)/level_|ticket_level_)\d\d+\.pt")
 FORMAT = 2  # config.json's "format": 2 from the format marker on; a config.json without one is format 1
@@ -103,8 +102,7 @@ class RunFolder:
     def open(cls, path: Path, cfg: Config, overwrite: bool = False) -> RunFolder:
         """Create the folder for `cfg`, or reopen it if it holds the same config (`check_state` first); refuse what
         `check` refuses, a damaged file, and a folder another run (or this process) holds, leaving it as it was. Locked
-        first and checked once held, so that no run can write its config in between. `with RunFolder.open(...) as run:`
-        """
+        first and checked once held, so that no run can write its config in between."""
         path = Path(path)
         files.check_place(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -192,15 +190,14 @@ class RunFolder:
 
     def _hold(self) -> None:
         """Lock the folder for this process (files.lock_folder): two runs in one folder would both append rows."""
-        self._open = True
         try:
             self._lock = files.lock_folder(self.path, self._file(LOCK_FILE))
         except BlockingIOError:
-            self._open = False
             raise RunFolderError(
                 f"{self.path} is in use by another run (in another terminal or notebook); "
                 f"wait for it to finish or stop it, or choose another folder"
             ) from None
+        self._open = True
 
     def close(self) -> None:
         """Let another run use the folder (closing the descriptor drops the lock); this RunFolder then only reads."""
@@ -228,9 +225,9 @@ class RunFolder:
                 (self.path / name).rmdir()
 
     def _tool_files(self) -> list[str]:
-        """The files this tool writes that are present here (relative names), their temporary files too, the manifest
-        last: those TOOL_FILES and LEVEL_FILE name, whatever the manifest lists, and those it lists; run.lock unless
-        this run's lock is held on it. A RunFolderError names a symbolic link on the way to any of them."""
+        """The files this tool writes that are here (relative names, temporary files too, the manifest last): those
+        TOOL_FILES and LEVEL_FILE name and those the manifest lists; run.lock unless this run's lock is held on it. A
+        RunFolderError names a symbolic link on the way to any of them."""
         names = set(TOOL_FILES) - {MANIFEST}
         for folder in ("", MASKS, TICKETS, TRAINED):
             if self._file(folder).is_dir():
@@ -358,9 +355,10 @@ class RunFolder:
                 raise ValueError(f"{key} holds values other than 0 and 1")
             if not name.startswith(f"{MASKS}/") and not torch.isfinite(value).all():
                 raise ValueError(f"{key} holds NaN or infinite numbers, which no finished training leaves")
-        if before is not None:
-            nested = {k for k in set(tensors) & set(before[1]) if MASK_RULES[k.split(".")[0]].nested}  # not shuffles
-            check_nested(tensors, before, nested)
+        nested = {k for k in set(tensors) & set(before[1]) if MASK_RULES[k.split(".")[0]].nested} if before else ()
+        for key in sorted(nested):  # a nested rule's masks only shrink from level to level (a shuffle's need not)
+            if (tensors[key] > before[1][key]).any():
+                raise ValueError(f"{key} keeps weights that level {before[0]} pruned: masks only shrink")
         return tensors
 
     def _shapes(self, name: str) -> dict[str, tuple[int, ...]] | None:
@@ -407,9 +405,9 @@ class RunFolder:
     def _read_csv(self, name: str) -> pd.DataFrame:
         """The rows of the finished levels (tables.read_table), as many as progress.json recorded."""
         progress = self._progress()
-        if not progress["levels_done"]:
-            return pd.DataFrame()
         levels, recorded = progress["levels_done"], progress["rows"].get(name)
+        if not levels:
+            return pd.DataFrame()
         return read_checked(self._file(name), lambda file: read_table(file, name, levels, recorded, self.config))
 
 
@@ -429,14 +427,6 @@ class _ByLevel(Mapping[int, Any]):
 
     def __len__(self) -> int:
         return self._levels
-
-
-def check_nested(masks: dict[str, torch.Tensor], before: tuple[int, dict], keys: Iterable[str]) -> None:
-    """Raise ValueError where a mask of `keys` keeps a weight that the same key's mask of the level before, `before`
-    (level, masks), pruned: the masks of a nested rule only shrink from level to level."""
-    for key in sorted(keys):
-        if (masks[key] > before[1][key]).any():
-            raise ValueError(f"{key} keeps weights that level {before[0]} pruned: masks only shrink")
 
 
 def _parse_config(file: Path) -> tuple[Config, int]:

@@ -603,7 +603,7 @@ def test_a_second_run_during_the_first_ones_report_is_refused_and_the_first_fini
         pass
 
 
-@pytest.mark.skipif(runs.fcntl is None, reason="run folders are locked with flock, a POSIX call")
+@pytest.mark.skipif(files.fcntl is None, reason="run folders are locked with flock, a POSIX call")
 def test_a_second_run_while_the_first_one_trains_any_level_is_refused_and_the_first_finishes(
     command, tmp_path, monkeypatch
 ):

@@ -18,12 +18,12 @@ from lth_helpers.experiment import ExperimentError, level_networks
 from lth_helpers.instability import (
     Pair,
     instability_analysis,
-    pair_instability,
     path_model,
     path_table,
     replay_dense,
     train_copies,
 )
+from lth_helpers.instability_report import pair_instability
 from lth_helpers.model import LAYERS, concat, select
 from lth_helpers.pruning import build_model
 from lth_helpers.training import DivergenceError, Evaluator, train_networks

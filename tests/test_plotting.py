@@ -23,14 +23,12 @@ from lth_helpers.plotting import (
     plot_condition_grid,
     plot_generalization,
     plot_inference,
-    plot_initial_weights,
-    plot_input_pixels,
-    plot_layer_sparsity,
     plot_supermasks,
     run_figures,
 )
 from lth_helpers.report import accuracy_at_init_conclusions, format_percent
 from lth_helpers.runs import INIT
+from lth_helpers.ticket_figures import plot_initial_weights, plot_input_pixels, plot_layer_sparsity
 from tests.conftest import make_run, results
 
 
