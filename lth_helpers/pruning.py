@@ -125,29 +125,6 @@ def random_masks_like(target: Masks, previous: Masks, generator: torch.Generator
     return masks
 
 
-def one_shot_masks(trained: Params, target: Masks) -> Masks:
-    """One-shot magnitude pruning (Frankle & Carbin 2019, Section 2): per network and layer, the weights of largest
-    magnitude in `trained` (the trained dense networks), as many as `target` (the iterative ticket's masks) keeps.
-
-    The one-shot control of a level prunes the trained dense network once, straight to the ticket's sparsity, so that
-    it differs from the ticket only in how its weights were chosen: at once from the dense network, or round after
-    round. It keeps exactly the ticket's count in every layer. Layer-wise, these counts are the config's rates
-    compounded over the rounds with prune's rounding, so this is `prune.l1_unstructured` at the compounded rate.
-    Under global pruning the ticket's per-layer counts come out of its own rounds of global ranking; a fresh global
-    ranking of the dense weights to the same total would split that total between the layers otherwise, and the
-    comparison would then also measure a change of per-layer sparsity. Either way, at the first pruned level the
-    result is the ticket's own mask exactly: a global ranking of the dense weights keeps, in each layer, that layer's
-    largest weights, which is what ranking the layer alone to its count keeps (ties go to the lower index in both,
-    as `prune_lowest` breaks them). Like the random-pruning control, it copies the ticket's layer counts.
-    """
-    masks = {}
-    for name, mask in target.items():
-        scores = trained[f"{name}.weight"].abs().flatten(1).cpu()
-        n_prune = scores.shape[1] - mask.flatten(1).sum(1).long().cpu()
-        masks[name] = prune_lowest(scores, torch.ones_like(scores), n_prune).view_as(mask).to(mask.device)
-    return masks
-
-
 def full_masks(n: int, shapes: dict[str, tuple[int, int]], device: torch.device | str = "cpu") -> Masks:
     return {name: torch.ones(n, *shape, device=device) for name, shape in shapes.items()}
 
