@@ -144,8 +144,8 @@ def test_the_analysis_writes_its_table_and_figure_and_a_rerun_computes_only_the_
         (3, c) for c in ("ticket", *CONTROLS)
     }
     assert (first.groupby(list(instability.KEYS)).size() == 5).all()
-    assert set(first[first.condition == "reinit"].rewind_iteration) == {0}  # a fresh initialization: iteration 0
-    assert set(first[first.condition == "ticket"].rewind_iteration) == {cfg.rewind_iteration}
+    # every pruned level trains from the rewind iteration, as the run trained it, whatever the start rule
+    assert set(first[first.level > 0].rewind_iteration) == {cfg.rewind_iteration}
     assert {instability.TABLE, instability.FIGURE} <= RunFolder(copy)._read_manifest()  # --overwrite removes them
     pd.testing.assert_frame_equal(pd.read_csv(copy / instability.TABLE), first)
     assert (copy / instability.FIGURE).stat().st_size > 10_000
@@ -161,7 +161,7 @@ def test_the_analysis_writes_its_table_and_figure_and_a_rerun_computes_only_the_
     second = instability_analysis(copy, data, levels=[0, 3, 2], rewind_iterations=[0, 5, 10], points=5, progress=False)
     assert sorted(trained) == sorted(
         [(0, "ticket", t, k, 0) for t in range(cfg.trials) for k in (0, 10)]
-        + [(2, c, t, 0 if c == "reinit" else 5, 0) for c in ("ticket", *CONTROLS) for t in range(cfg.trials)]
+        + [(2, c, t, 5, 0) for c in ("ticket", *CONTROLS) for t in range(cfg.trials)]
     )
     kept = second.merge(first, on=[*instability.KEYS, "point"], suffixes=("", "_before"))
     assert len(kept) == len(first) and (kept.test_error == kept.test_error_before).all()  # reused as they were
@@ -206,8 +206,8 @@ def test_a_diverging_copy_is_named_and_nothing_is_written(copy, monkeypatch):
 
     monkeypatch.setattr(instability, "train_networks", diverges)
     before = snapshot(copy)
-    # the copies from iteration 0 (reinit's) train first: the fourth copy is reinit's trial 1, copy 1
-    with pytest.raises(ExperimentError, match="level 1, condition reinit, trial 1, pair 0, copy 1, iteration 12"):
+    # a pruned level's copies all start at the rewind iteration, one stack: the fourth is the ticket's trial 1, copy 1
+    with pytest.raises(ExperimentError, match="level 1, condition ticket, trial 1, pair 0, copy 1, iteration 12"):
         instability_analysis(copy, synthetic_splits(), levels=[1], progress=False)
     assert snapshot(copy) == before
 
