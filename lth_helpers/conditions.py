@@ -223,13 +223,13 @@ def parse(name: str) -> Condition:
     raises ConditionError naming the known rules."""
     if name in LEGACY:
         return Condition(*LEGACY[name])
-    mask, _, start = name.partition(":")
-    start = start or DEFAULT_START
+    mask, colon, start = name.partition(":")
+    where = f" in {name!r}" if colon else ""
     if mask not in MASK_RULES:
-        raise ConditionError(f"unknown mask rule {mask!r} in {name!r}; known mask rules: {', '.join(MASK_RULES)}")
-    if start not in START_RULES:
-        raise ConditionError(f"unknown start rule {start!r} in {name!r}; known start rules: {', '.join(START_RULES)}")
-    return Condition(mask, start)
+        raise ConditionError(f"unknown mask rule {mask!r}{where}; known mask rules: {', '.join(MASK_RULES)}")
+    if colon and start not in START_RULES:
+        raise ConditionError(f"unknown start rule {start!r}{where}; known start rules: {', '.join(START_RULES)}")
+    return Condition(mask, start or DEFAULT_START)
 
 
 def is_condition(name: object) -> bool:
@@ -251,15 +251,20 @@ def canonical(name: str) -> str:
 
 
 def check_controls(controls: tuple[str, ...]) -> tuple[str, ...]:
-    """`controls` in canonical names; raises ConditionError for an unknown rule, the ticket itself, or a condition
-    named twice (`reinit` and `ticket:reinit` are one)."""
-    names = tuple(canonical(c) for c in controls)
+    """`controls` in canonical names and in the registry's order (one set of conditions, one config, whatever order it
+    was given in); raises ConditionError for an unknown rule, the ticket itself, or a condition named twice (`reinit`
+    and `ticket:reinit` are one)."""
+    names = [canonical(c) for c in controls]
     if "ticket" in names:
         raise ConditionError("ticket (ticket:rewind) is the winning ticket itself, always trained; it is no control")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise ConditionError(f"{twice[0]} is named twice (reinit and ticket:reinit are one condition)")
-    return names
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            first = controls[names.index(name)]
+            raise ConditionError(
+                f"{name} is named twice"
+                + (f" ({first} and {controls[i]} are one condition)" if first != controls[i] else "")
+            )
+    return tuple(sorted(names, key=order))
 
 
 def label(name: str) -> str:

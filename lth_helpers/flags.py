@@ -29,7 +29,9 @@ def _parse_bool(text: str) -> bool:
 
 
 def _parse_names(text: str) -> tuple[str, ...]:
-    return tuple(name for name in text.replace(" ", "").split(",") if name and name != "none")
+    """Comma-separated names; "none" (or nothing) for none. An empty item ("reinit,,snip") is kept, to be refused."""
+    text = text.replace(" ", "")
+    return () if text in ("", "none") else tuple(text.split(","))
 
 
 def field_type(field: dataclasses.Field) -> Any:

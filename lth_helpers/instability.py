@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 
 from . import data as datasets
-from .conditions import start_iteration
+from .conditions import ConditionError, canonical, start_iteration
 from .config import Config, ConfigError, check_memory, memory_needed, resolve_device
 from .data import MNISTSplits, load_mnist
 from .experiment import ExperimentError, check_data, cut_from, derive_seed, level_networks
@@ -236,8 +236,16 @@ def wanted_pairs(
         if not _whole(level) or not 0 <= level <= cfg.rounds:
             raise InstabilityError(f"level {level!r} is not a level of this run (0 to {cfg.rounds})")
     analysed = ("ticket", *cfg.controls)
-    if conditions is not None and (not conditions or not set(conditions) <= set(analysed)):
-        raise InstabilityError(f"conditions must name some of this run's {', '.join(analysed)}, got {conditions!r}")
+    if conditions is not None:
+        try:  # a condition by any of its names (ticket:reinit is reinit), each once
+            named = [c if c == "ticket" else canonical(c) for c in conditions]
+        except ConditionError as error:
+            raise InstabilityError(f"conditions: {error}") from None
+        if not named or not set(named) <= set(analysed) or len(set(named)) < len(named):
+            raise InstabilityError(
+                f"conditions must name some of this run's {', '.join(analysed)}, each once, got {conditions!r}"
+            )
+        conditions = named
     if rewind_iterations == []:
         raise InstabilityError(f"no rewind iteration given; name iterations of training, 0 to {cfg.iterations - 1}")
     for k in rewind_iterations or ():

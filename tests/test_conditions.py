@@ -39,7 +39,8 @@ def test_one_condition_is_one_config_hash_and_old_configs_keep_their_names():
     assert make_config("seed", controls=("reinit", "one_shot"), rewind_iteration=100).run_name() == "seed-07d94582"
     same = make_config("seed", controls=("ticket:reinit", "one_shot:rewind"), rewind_iteration=100)
     assert same.short_hash() == "07d94582"
-    assert make_config("seed", saliency_batch_size=50).short_hash() != make_config("seed").short_hash()
+    with_snip = make_config("seed", controls=("snip",))
+    assert make_config("seed", controls=("snip",), saliency_batch_size=50).short_hash() != with_snip.short_hash()
     old = {k: v for k, v in make_config("seed").to_dict().items() if k != "saliency_batch_size"}
     assert Config.from_dict(old) == make_config("seed")  # a config.json written before the field existed
 
@@ -50,7 +51,10 @@ def test_one_condition_is_one_config_hash_and_old_configs_keep_their_names():
         (("snipp",), ["unknown mask rule 'snipp'", "snip", "synflow"]),
         (("ticket:rewound",), ["unknown start rule 'rewound'", "signed_constant"]),
         (("ticket",), ["winning ticket itself"]),
-        (("reinit", "ticket:reinit"), ["twice"]),
+        (("reinit", "ticket:reinit"), ["reinit is named twice (reinit and ticket:reinit are one condition)"]),
+        (("snip", "snip:rewind"), ["snip is named twice (snip and snip:rewind are one condition)"]),
+        (("snip:",), ["unknown start rule '' in 'snip:'"]),
+        (("reinit", "", "snip"), ["unknown mask rule ''"]),
     ],
 )
 def test_a_name_that_is_no_condition_is_refused_in_one_line_naming_the_known_rules(controls, words):
@@ -58,6 +62,20 @@ def test_a_name_that_is_no_condition_is_refused_in_one_line_naming_the_known_rul
         make_config("smoke", controls=controls)
     assert "\n" not in str(error.value)
     assert all(word in str(error.value) for word in words)
+
+
+def test_the_order_of_the_controls_is_not_a_config_of_its_own():
+    assert make_config("smoke", controls=("snip", "reinit")).controls == ("reinit", "snip")
+    assert (
+        make_config("smoke", controls=("snip", "reinit")).short_hash()
+        == make_config("smoke", controls=("reinit", "snip")).short_hash()
+    )
+
+
+def test_a_saliency_batch_no_control_uses_is_refused_as_a_choice_that_changes_nothing():
+    with pytest.raises(ConfigError, match="snip and grasp mask rules only"):
+        make_config("smoke", saliency_batch_size=50)
+    assert make_config("smoke", controls=("grasp_shuffled",), saliency_batch_size=50).saliency_batch_size == 50
 
 
 def test_every_condition_has_its_own_look_in_the_figures():

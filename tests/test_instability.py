@@ -16,6 +16,7 @@ import lth_helpers.instability as instability
 from lth_helpers import RunFolder
 from lth_helpers.experiment import ExperimentError, level_networks
 from lth_helpers.instability import (
+    InstabilityError,
     Pair,
     instability_analysis,
     path_model,
@@ -427,3 +428,16 @@ def test_several_pairs_give_each_network_its_mean_and_spread_and_pair_0_is_the_s
     assert (ends == 3).all()  # each pair its own batch orders, its own minima
     code, out, err = command(str(three), "--levels", "1", "--points", "3", "--pairs", "3")
     assert code == 0 and "±" in out and "3 pairs of copies" in out, err
+
+
+def test_conditions_are_asked_for_by_any_of_their_names_and_each_once(finished):
+    cfg, results = RunFolder(finished).config, RunFolder(finished).results()
+    common = dict(levels=[1], points=3, pairs=1, rewind_iterations=None)
+    by_legacy = instability.wanted_pairs(cfg, results, conditions=["reinit"], **common)
+    assert instability.wanted_pairs(cfg, results, conditions=["ticket:reinit"], **common) == by_legacy
+    assert {key[1] for key in by_legacy} == {"reinit"}
+    for twice in (["reinit", "ticket:reinit"], ["one_shot", "one_shot"]):
+        with pytest.raises(InstabilityError, match="each once"):
+            instability.wanted_pairs(cfg, results, conditions=twice, **common)
+    with pytest.raises(InstabilityError, match="unknown mask rule"):
+        instability.wanted_pairs(cfg, results, conditions=["snipp"], **common)
