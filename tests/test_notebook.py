@@ -44,14 +44,16 @@ def test_notebook_runs_top_to_bottom_with_the_smoke_preset(tmp_path):
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "stop acc" in html and "reinit acc" in html  # the summary table
-    # the paper's 4 figures (generalization among them), the ticket's 4, the instability paths, inference, the sweep's
-    assert sum("image/png" in o.get("data", {}) for o in outputs) == 11
+    # the paper's 4 figures (generalization among them), the ticket's 4, the instability paths, the condition grid and
+    # the supermasks, inference, the comparison of the runs, the sweep's
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 13
     markdown = "".join(o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "The dense network reaches" in markdown and "multiply-adds per example" in markdown
     assert "Before any training, the dense network scores" in markdown
     assert "At the end of training the dense network scores" in markdown  # the generalization gap
     assert "the dense network ends in two minima whose straight path rises" in markdown  # the instability analysis
     assert "of weights, instability: winning ticket" in markdown
+    assert "of weights, against the ticket's" in markdown and "SNIP, random reinit" in markdown  # what makes a ticket
     assert "largest on the path" in html and "train acc" in html
     assert "speedup b1000" in html
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
