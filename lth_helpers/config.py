@@ -155,8 +155,8 @@ def make_config(preset: str = "paper", **overrides: Any) -> Config:
 def refuse_unused_choices(cfg: Config, chosen: Iterable[str]) -> None:
     """Raise ConfigError for a field the user chose (`chosen`: their names) that `cfg` does not use: it would change
     the run folder's name and not the run: prune_rate_output with global pruning, which ranks every layer at
-    prune_rate; saliency_batch_size without a snip or grasp control. Checked where a user's choices meet a preset (make_config, a sweep's grid), not when a saved config
-    is read back."""
+    prune_rate; saliency_batch_size without a snip or grasp control. Checked where a user's choices meet a preset
+    (make_config, a sweep's grid), not when a saved config is read back."""
     if "saliency_batch_size" in chosen and not any(parse(c).mask.startswith(("snip", "grasp")) for c in cfg.controls):
         raise ConfigError(
             "saliency_batch_size applies to the snip and grasp mask rules only, and no control of this config uses "
