@@ -239,8 +239,8 @@ def wanted_pairs(
     if conditions is not None:
         try:  # a condition by any of its names (ticket:reinit is reinit), each once
             named = [c if c == "ticket" else canonical(c) for c in conditions]
-        except ConditionError as error:
-            raise InstabilityError(f"conditions: {error}") from None
+        except ConditionError:  # no condition's name at all
+            named = []
         if not named or not set(named) <= set(analysed) or len(set(named)) < len(named):
             raise InstabilityError(
                 f"conditions must name some of this run's {', '.join(analysed)}, each once, got {conditions!r}"
