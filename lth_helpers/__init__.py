@@ -27,7 +27,6 @@ from .instability_report import instability_conclusions, instability_table, pair
 from .model import LAYERS, StackedMLP, init_params, layer_shapes
 from .paper import paper_comparison
 from .plotting import (
-    before_training,
     plot_accuracy_at_init,
     plot_accuracy_vs_weights,
     plot_condition_grid,
@@ -42,6 +41,7 @@ from .plotting import (
 from .pruning import build_model, full_masks, get_masks, prune_by_magnitude, rewind_
 from .report import (
     accuracy_at_init_conclusions,
+    before_training,
     conclusions,
     condition_conclusions,
     generalization_conclusions,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .conditions import label
-from .report import format_percent, mean_std, nearest_level, percent_by_level
+from .report import before_training, format_percent, mean_std, nearest_level, percent_by_level
 
 CHANCE = 10.0  # accuracy (%) of a guess among MNIST's ten classes
 SAME = 0.5  # points: a difference of accuracy smaller than this counts as none ("the same or higher")
@@ -57,7 +57,7 @@ def _supermask_rows(curves: pd.DataFrame, percent: pd.Series) -> list[Row]:
     network to produce a model with performance far better than chance (86% on MNIST ...)", which secondary accounts
     of the paper's Section 5 give as the large final, same sign mask on signed constants."""
     supermask = "large_final_same_sign:signed_constant"
-    first = curves[curves.iteration == curves.groupby(["level", "condition", "trial"]).iteration.transform("min")]
+    first = before_training(curves)
     at_init = first[(first.condition == supermask) & (first.level > 0)].groupby("level").test_accuracy.mean()
     if not len(at_init):
         return []

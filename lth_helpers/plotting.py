@@ -24,7 +24,7 @@ from . import conditions
 from .inference import BATCH_SIZES, FORMS
 from .model import Params
 from .pruning import Masks
-from .report import format_percent, nearest_level, percent_by_level
+from .report import before_training, format_percent, nearest_level, percent_by_level
 from .ticket_figures import plot_initial_weights, plot_input_pixels, plot_layer_sparsity
 
 FIGURES = ("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png", "generalization.png")
@@ -154,13 +154,6 @@ def plot_curves(curves: pd.DataFrame, results: pd.DataFrame, condition: str = "t
     ax.grid(alpha=0.3)
     ax.legend(title="weights remaining")
     return fig
-
-
-def before_training(curves: pd.DataFrame) -> pd.DataFrame:
-    """Each network's first evaluation in `curves` (curves.csv): its accuracy before training. That is iteration 0,
-    except at the pruned levels of a run with late rewinding, which train from iteration k on."""
-    first = curves.groupby(["level", "condition", "trial"]).iteration.transform("min")
-    return curves[curves.iteration == first]
 
 
 def _before_training_with_percent(curves: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
