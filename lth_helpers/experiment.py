@@ -112,9 +112,10 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
         ),
     )
     if not run.exists(masks_file(0)):
-        dense = full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width))
-        run.save_masks(0, dict.fromkeys(mask_rules(cfg.controls), dense))
+        unpruned = full_masks(cfg.trials, layer_shapes(cfg.fc1_width, cfg.fc2_width))
+        run.save_masks(0, dict.fromkeys(mask_rules(cfg.controls), unpruned))
     first, n_levels = run.levels_done, cfg.rounds + 1  # a resumed run starts after the levels already done
+    dense = run.load(DENSE) if first else None  # every trial's trained dense network, read once
     for level in tqdm(range(first, n_levels), desc="levels", total=n_levels, initial=first, disable=not progress):
         masks = run.load_masks(level)
         rewind_point = run.load(REWIND) if level and cfg.rewind_iteration else theta_0
@@ -125,12 +126,13 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
         run.save(ticket_file(level), select(ticket, [0]))  # trial 0, for export
         if level == 0:
             run.save(DENSE, ticket)  # every trial's trained dense network
+            dense = to_device(ticket, "cpu")  # as a resumed run reads it back
         if level == 0 and cfg.rewind_iteration:
             run.save(REWIND, select(result.snapshot, list(range(cfg.trials))))
         if level < cfg.rounds and _fine_tunes(cfg):
             run.save(trained_file(level), ticket)  # what the next level's fine-tuned networks start from
         if level < cfg.rounds:
-            run.save_masks(level + 1, next_masks(cfg, level + 1, masks, ticket, theta_0, run.load(DENSE), data))
+            run.save_masks(level + 1, next_masks(cfg, level + 1, masks, ticket, theta_0, dense, data))
         run.finish_level(level, level_rows(level, networks, result, train_metrics), curve_rows(level, networks, result))
     return run.results()
 
