@@ -38,7 +38,8 @@ MASKS, TICKETS, TRAINED = "masks", "tickets", "trained"  # folders of level file
 INFERENCE_TABLE = "inference.csv"
 MANIFEST = "manifest.json"  # every file this tool wrote in the folder
 LOCK_FILE = "run.lock"  # locked where the file system cannot lock the folder itself (NFS); empty
-# Every file a command of the tool writes (the figures: plotting's names): --overwrite removes them, manifest or not.
+# Every file a command of the tool writes (the figures: plotting's names, which runs may not import; a test holds the
+# two lists equal): --overwrite removes them, manifest or not.
 TOOL_FILES = (
     *STATE_FILES,
     *("accuracy_vs_weights.png", "early_stop_vs_weights.png", "accuracy_curves.png", "generalization.png"),
@@ -285,8 +286,9 @@ class RunFolder:
             self.write(name, lambda tmp, figure=figure: figure.savefig(tmp, format="png", dpi=120))
 
     def save_masks(self, level: int, masks: dict[str, Masks]) -> None:
-        """Every network's masks at `level`, by mask rule and layer, under the keys "RULE.layer"."""
-        flat = {f"{rule}.{layer}": m for rule, stack in masks.items() for layer, m in stack.items()}
+        """Every network's masks at `level`, by mask rule and layer, under the keys "RULE.layer". Stored as booleans, a
+        quarter of float32's bytes (a run of many conditions saves one set of masks per rule, trial and level)."""
+        flat = {f"{rule}.{layer}": m.bool() for rule, stack in masks.items() for layer, m in stack.items()}
         self.save(masks_file(level), flat)
 
     def cached(self, name: str, make: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -385,7 +387,7 @@ class RunFolder:
         masks: dict[str, Masks] = {}
         for key, value in flat.items():
             rule, layer = key.split(".")
-            masks.setdefault(rule, {})[layer] = value
+            masks.setdefault(rule, {})[layer] = value.float()  # stored as booleans (or float32 by older versions)
         return masks
 
     def ticket_masks(self) -> Mapping[int, Masks]:

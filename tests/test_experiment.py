@@ -144,6 +144,21 @@ def test_a_run_killed_after_a_level_resumes_to_the_uninterrupted_result(tmp_path
         assert all(torch.equal(whole[c][n], cut[c][n]) for c in whole for n in LAYERS)
 
 
+def test_masks_are_stored_as_booleans_and_float_masks_of_older_versions_resume_alike(tmp_path, tiny_data, monkeypatch):
+    cfg = small(rounds=3)
+    run(cfg, tmp_path / "whole", tiny_data)
+    assert all(m.dtype == torch.bool for m in torch.load(tmp_path / "whole/masks/level_01.pt").values())
+    kill_at_level_2(cfg, tmp_path / "old", tiny_data, monkeypatch)
+    for file in (tmp_path / "old/masks").glob("level_*.pt"):  # as older versions saved them: float32 0.0 / 1.0
+        torch.save({k: v.float() for k, v in torch.load(file).items()}, file)
+    run(cfg, tmp_path / "old", tiny_data)
+    pd.testing.assert_frame_equal(_without_timing(tmp_path / "whole"), _without_timing(tmp_path / "old"))
+    for level in range(cfg.rounds + 1):
+        whole, old = RunFolder(tmp_path / "whole").load_masks(level), RunFolder(tmp_path / "old").load_masks(level)
+        assert all(whole[c][n].dtype == old[c][n].dtype == torch.float32 for c in whole for n in LAYERS)
+        assert all(torch.equal(whole[c][n], old[c][n]) for c in whole for n in LAYERS)
+
+
 def test_a_folder_of_another_config_is_refused_unless_overwritten(tmp_path, tiny_data):
     run(small(rounds=1), tmp_path, tiny_data)
     with pytest.raises(RunFolderError, match="differs in rounds"):

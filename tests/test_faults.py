@@ -369,7 +369,8 @@ def stopped(tmp_path_factory) -> Path:
 
 
 def nan_in(file: Path) -> None:
-    """A NaN where a number was: in a table's trial column, or in a tensor file's first tensor."""
+    """A NaN where a number was: in a table's trial column, or in a tensor file's first tensor (a mask, stored as
+    booleans, becomes float32 to hold it)."""
     if file.suffix == ".csv":
         table = pd.read_csv(file)
         table.loc[0, "trial"] = float("nan")
@@ -377,7 +378,7 @@ def nan_in(file: Path) -> None:
         return
     tensors = torch.load(file, weights_only=True)
     first = next(iter(tensors))
-    tensors[first] = tensors[first].clone()
+    tensors[first] = tensors[first].float() if tensors[first].dtype == torch.bool else tensors[first].clone()
     tensors[first].view(-1)[0] = float("nan")
     torch.save(tensors, file)
 

@@ -1,6 +1,7 @@
 """The package's layers point down: each module imports only the modules that docs/design.md's table of modules lets
 it import, there is no import circle (imports inside functions counted), the run folder knows nothing of training or
-figures, and the report and the figures read no run folder."""
+figures (so it spells the figures' file names, held equal to plotting's here), and the report and the figures read no
+run folder."""
 
 from __future__ import annotations
 
@@ -73,3 +74,13 @@ def test_the_run_folder_knows_no_training_or_figures_and_the_report_and_figures_
     assert not IMPORTS["runs"] & {"training", "experiment", "plotting", "report", "inference", "cli", "compare"}
     for module in ("plotting", "report", "inference"):
         assert "runs" not in IMPORTS[module], module
+
+
+def test_overwrite_knows_every_file_the_figures_and_the_instability_analysis_write():
+    # runs.py may not import plotting or instability, so it spells their file names; this holds the lists equal.
+    from lth_helpers import instability, plotting, runs
+
+    written = {*plotting.FIGURES, *plotting.TICKET_FIGURES, *plotting.CONDITION_FIGURES, plotting.INFERENCE_FIGURE}
+    written |= {runs.INFERENCE_TABLE, instability.TABLE, instability.FIGURE}
+    assert written <= set(runs.TOOL_FILES), sorted(written - set(runs.TOOL_FILES))
+    assert set(runs.TOOL_FILES) - written == {*runs.STATE_FILES, runs.MANIFEST}

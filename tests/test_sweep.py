@@ -447,9 +447,11 @@ def test_the_figure_is_a_line_per_value_for_one_field_and_a_heatmap_of_matching_
     assert texts.count("failed") == 2
 
 
-def test_the_summary_can_be_written_again_from_python(synthetic, tmp_path):
+def test_the_summary_can_be_read_and_written_again_from_python(synthetic, tmp_path):
     table = sweep.run_sweep(TINY_BASE, {"trials": [1, 2]}, tmp_path, progress=False)
     (tmp_path / "sweep.csv").unlink()
+    pd.testing.assert_frame_equal(sweep.sweep_table(tmp_path), table)
+    assert not (tmp_path / "sweep.csv").exists()  # reading writes nothing
     again = sweep.write_summary(tmp_path)
     pd.testing.assert_frame_equal(again, table)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "sweep.csv"), table, check_dtype=False)
