@@ -216,7 +216,8 @@ def plot_supermasks(curves: pd.DataFrame, results: pd.DataFrame) -> Figure:
         ax.set_ylabel("test accuracy before training (%)")
         ax.set_title(f"Masks {title}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        outside = {"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if len(names) > 8 else {}  # off the curves
+        ax.legend(fontsize="small", **outside)
     n_trials = at_init.trial.nunique()
     fig.suptitle("Supermasks: accuracy before any training" + (f" (mean of {n_trials} trials)" if n_trials > 1 else ""))
     return fig
