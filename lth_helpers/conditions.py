@@ -180,6 +180,9 @@ class StartRule:
     linestyle: str
     cite: str
     make: Callable[[StartInputs], Params]
+    # Starts from the trained weights the mask was cut from: a run keeps them for the next level, and the network's
+    # accuracy before training is a trained network's, no mask's alone.
+    trained: bool = False
 
 
 def _reinit(s: StartInputs) -> Params:
@@ -202,7 +205,9 @@ START_RULES: dict[str, StartRule] = {
     "signed_constant": StartRule(
         "signed constant", "P", "-.", _ZHOU, lambda s: starts.signed_constant(s.rewind_point, s.mask, s.init_scheme)
     ),
-    "fine_tune": StartRule("fine-tuned", "X", (0, (5, 1)), "Renda, Frankle & Carbin (ICLR 2020)", _fine_tune),
+    "fine_tune": StartRule(
+        "fine-tuned", "X", (0, (5, 1)), "Renda, Frankle & Carbin (ICLR 2020)", _fine_tune, trained=True
+    ),
 }
 DEFAULT_START = "rewind"
 LEGACY = {"reinit": ("ticket", "reinit")}  # the names whose meaning predates the MASK:START form
@@ -301,6 +306,17 @@ def mask_rules(controls: tuple[str, ...]) -> tuple[str, ...]:
     random control's always (as every run folder has held them), then those of the controls, in MASK_RULES' order."""
     used = {"ticket", "random_prune", *(parse(c).mask for c in controls)}
     return tuple(name for name in MASK_RULES if name in used)
+
+
+def starts_trained(name: str) -> bool:
+    """Whether the condition `name` starts from trained weights (its start rule's `trained`)."""
+    return START_RULES[parse(name).start].trained
+
+
+def fine_tunes(controls: tuple[str, ...]) -> bool:
+    """Whether a config with `controls` fine-tunes: each level then keeps every trial's trained ticket
+    (trained/level_NN.pt), which the next level's fine-tuned networks start from."""
+    return any(starts_trained(c) for c in controls)
 
 
 def start_iteration(rewind_iteration: int, level: int) -> int:

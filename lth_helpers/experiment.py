@@ -24,7 +24,16 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .conditions import MASK_RULES, START_RULES, MaskInputs, StartInputs, mask_rules, parse, start_iteration
+from .conditions import (
+    MASK_RULES,
+    START_RULES,
+    MaskInputs,
+    StartInputs,
+    fine_tunes,
+    mask_rules,
+    parse,
+    start_iteration,
+)
 from .config import TRAIN_METRICS, Config, ConfigError, check_memory
 from .data import MNISTSplits
 from .model import INPUT_SIZE, LAYERS, N_CLASSES, Params, concat, init_params, layer_shapes, select, to_device
@@ -129,7 +138,7 @@ def run_levels(cfg: Config, run: RunFolder, data: MNISTSplits, progress: bool = 
             dense = to_device(ticket, "cpu")  # as a resumed run reads it back
         if level == 0 and cfg.rewind_iteration:
             run.save(REWIND, select(result.snapshot, list(range(cfg.trials))))
-        if level < cfg.rounds and _fine_tunes(cfg):
+        if level < cfg.rounds and fine_tunes(cfg.controls):
             run.save(trained_file(level), ticket)  # what the next level's fine-tuned networks start from
         if level < cfg.rounds:
             run.save_masks(level + 1, next_masks(cfg, level + 1, masks, ticket, theta_0, dense, data))
@@ -166,14 +175,10 @@ def saliency_batch(cfg: Config, data: MNISTSplits, trial: int) -> tuple[torch.Te
     return data.train_x[index].cpu(), data.train_y[index].cpu()
 
 
-def _fine_tunes(cfg: Config) -> bool:
-    return any(parse(c).start == "fine_tune" for c in cfg.controls)
-
-
 def cut_from(cfg: Config, run: RunFolder, level: int) -> dict[str, Params] | None:
     """The trained weights that the level's masks were cut from, for fine-tuning: the previous level's trained
     tickets (`ticket`) and the trained dense networks (`dense`); None where no condition fine-tunes."""
-    if not level or not _fine_tunes(cfg):
+    if not level or not fine_tunes(cfg.controls):
         return None
     return {"ticket": run.load(trained_file(level - 1)), "dense": run.load(DENSE)}
 

@@ -269,7 +269,7 @@ def condition_conclusions(results: pd.DataFrame, curves: pd.DataFrame) -> list[s
         + ", ".join(f"{conditions.label(c)} {a - accuracy['ticket']:+.2f}" for c, a in others.items())
         + " points."
     ]
-    untrained = curves[(curves.level > 0) & curves.condition.map(lambda c: conditions.parse(c).start != "fine_tune")]
+    untrained = curves[(curves.level > 0) & ~curves.condition.map(conditions.starts_trained)]
     at_init = before_training(untrained).groupby(["condition", "level"]).test_accuracy.mean()
     best = at_init.groupby("condition").agg(["max", "idxmax"]).sort_values("max", ascending=False)
     far = best[best["max"] >= SUPERMASK_ABOVE]

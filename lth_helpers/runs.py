@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from . import files
-from .conditions import MASK_RULES, mask_rules
+from .conditions import MASK_RULES, fine_tunes, mask_rules
 from .config import Config
 from .files import DamagedFileError, RunFolderError, WriteError, read_checked, write_atomic
 from .model import LAYERS, Params, layer_shapes
@@ -183,10 +183,10 @@ class RunFolder:
                 self.load(REWIND)
         for level in range(min(done, cfg.rounds) + 1 if done or self.exists(masks_file(0)) else 0):
             self.load_masks(level)
-        fine_tunes = any(c.endswith(":fine_tune") for c in cfg.controls)  # the next level starts from trained/
+        keeps_trained = fine_tunes(cfg.controls)  # the next level starts from trained/
         for level in range(done):
             self.load(ticket_file(level))
-            if self.exists(trained_file(level)) or (fine_tunes and level == done - 1 < cfg.rounds):
+            if self.exists(trained_file(level)) or (keeps_trained and level == done - 1 < cfg.rounds):
                 self.load(trained_file(level))
 
     def _hold(self) -> None:
