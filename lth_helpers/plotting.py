@@ -22,6 +22,7 @@ from matplotlib.patches import Rectangle
 
 from . import conditions
 from .inference import BATCH_SIZES, FORMS
+from .instability_report import STABLE_BELOW, pair_instability
 from .model import Params
 from .pruning import Masks
 from .report import before_training, format_percent, nearest_level, percent_by_level
@@ -341,12 +342,13 @@ def plot_inference(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_instability(paths: pd.DataFrame, stable_below: float = 2.0) -> Figure:
+def plot_instability(paths: pd.DataFrame, stable_below: float = STABLE_BELOW) -> Figure:
     """The instability analysis (instability.py): error along the straight path between two copies trained with
     different batch orders, one panel per level (every condition; the dense network from each rewind iteration), the
     test split above the training split; lines are means over every pair of copies (of every trial), bands ± std.
     With several rewind iterations, a last panel of the dense network's instability against the rewind iteration,
-    mean ± std as error bars, with `stable_below` (instability_report.STABLE_BELOW, the paper's 2 points) drawn.
+    mean ± std as error bars (each pair's instability as instability_report.pair_instability reads it), with
+    `stable_below` (the paper's 2 points) drawn.
     `paths` is an instability.csv table (instability.instability_analysis)."""
     pair = ["level", "condition", "rewind_iteration", "trial", "pair"]  # one pair of copies
     levels = sorted(paths.level.unique())
@@ -387,11 +389,9 @@ def plot_instability(paths: pd.DataFrame, stable_below: float = 2.0) -> Figure:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     if len(dense_starts) > 1:
-        dense = paths[paths.level == 0].sort_values("point").groupby(list(pair))
-        for ax, column, split in zip(panels[len(levels)], ("test_error", "train_error"), ("test", "training")):
-            errors = dense[column]
-            instability = errors.max() - (errors.first() + errors.last()) / 2  # one per pair: the paper's definition
-            stats = instability.groupby("rewind_iteration").agg(["mean", "std"]).fillna(0)
+        dense = pair_instability(paths[paths.level == 0])
+        for ax, column, split in zip(panels[len(levels)], ("instability", "train_instability"), ("test", "training")):
+            stats = dense.groupby("rewind_iteration")[column].agg(["mean", "std"]).fillna(0)
             ax.errorbar(
                 stats.index,
                 stats["mean"],
