@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .followups import followup_rows
+from .followups import Row, followup_rows
 from .report import format_percent, has_train_accuracy, mean_std, nearest_level, percent_by_level, span
 
 FITS_TRAINING_SET = 99.0  # training accuracy (%) from which a network counts as fitting its training set (~100%)
@@ -44,7 +44,7 @@ def paper_comparison(results: pd.DataFrame, curves: pd.DataFrame | None = None) 
     return pd.DataFrame(rows, columns=["the paper says", "paper", "this run", "agrees"])
 
 
-def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
+def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[Row]:
     """The statements about winning tickets against the dense network."""
     at_21, at_13, at_3 = (nearest_level(percent, p, within=0.1) for p in (21.1, 13.5, 3.6))
     gain = acc["ticket"].sub(acc["ticket", 0], axis=0)  # per trial and level: points above dense
@@ -95,7 +95,7 @@ def _ticket_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
     return rows
 
 
-def _reinit_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
+def _reinit_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[Row]:
     """The statements about the random-reinitialization control."""
     at_51, at_21 = (nearest_level(percent, p, within=0.1) for p in (51.3, 21.1))
     rows = []
@@ -133,7 +133,7 @@ def _reinit_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> l
     return rows
 
 
-def _generalization_rows(results: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
+def _generalization_rows(results: pd.DataFrame, percent: pd.Series) -> list[Row]:
     """The statements about generalization: the gap between training and test accuracy at the end of training.
 
     Frankle & Carbin 2019, Section 2 (Figure 4b, Appendix D): at iteration 50,000 "iteratively-pruned winning tickets
@@ -200,7 +200,7 @@ def _down_to(percent: pd.Series, target: float) -> list[int]:
     return [lv for lv in percent.index if 0 < lv and percent[lv] >= target / 1.1]
 
 
-def _one_shot_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[tuple[str, str, str, str]]:
+def _one_shot_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) -> list[Row]:
     """The statements about one-shot pruning.
 
     Frankle & Carbin 2019, Section 2 ("One-shot pruning", Figure 4c): "When 67.5% >= Pm >= 17.6%, the average
@@ -251,9 +251,7 @@ def _one_shot_rows(acc: pd.DataFrame, stop: pd.DataFrame, percent: pd.Series) ->
     return rows
 
 
-def sooner_than_dense(
-    statement: str, stop: pd.DataFrame, condition: str, who: str, levels: list[int]
-) -> tuple[str, str, str, str]:
+def sooner_than_dense(statement: str, stop: pd.DataFrame, condition: str, who: str, levels: list[int]) -> Row:
     """The row of a statement that `condition`'s networks (`who`, as the row names them) stop early sooner than the
     dense network at every one of `levels`; `stop` holds early-stopping iterations by trial and (condition, level)."""
     sooner = sum(stop[condition, lv].mean() < stop["ticket", 0].mean() for lv in levels)
